@@ -1,0 +1,11 @@
+// qufop-builder: parse flags, set up logging, run.
+#include <variant>
+
+#include "builder/builder.h"
+
+int main(int argc, char** argv) {
+  namespace builder = qufop::builder;
+  auto parsed = qufop::parse_daemon_command_line(builder::info(), builder::flags(), argc, argv);
+  if (auto* exit_code = std::get_if<int>(&parsed)) return *exit_code;
+  return builder::run(std::get<qufop::DaemonOptions>(parsed));
+}

@@ -1,0 +1,27 @@
+// qufopctl's subcommands: one file each, registered in commands.cc's table.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace qufop::cli {
+
+// Exit codes of every subcommand.
+inline constexpr int kOk = 0;
+inline constexpr int kFailed = 1;
+inline constexpr int kUsage = 2;
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(const std::vector<std::string>& args);
+};
+
+const std::vector<Command>& commands();
+// Dispatches argv to a subcommand; prints usage for none or an unknown one.
+int run(int argc, const char* const* argv);
+
+int cmd_version(const std::vector<std::string>& args);
+int cmd_status(const std::vector<std::string>& args);
+
+}  // namespace qufop::cli

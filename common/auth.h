@@ -1,0 +1,77 @@
+// Request signing with Qiniu's "Qiniu" (v2) scheme, so clients can reuse Qiniu SDK signers and
+// keys: Authorization: Qiniu <AccessKey>:<urlsafe_base64(HMAC-SHA1(SecretKey, StringToSign))>.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/result.h"
+
+namespace qufop::auth {
+
+// RFC 4648 §5 alphabet ('-', '_') with '=' padding, as Qiniu emits it.
+std::string urlsafe_base64(std::string_view data);
+// Accepts padded or unpadded input; anything else (standard '+' '/', stray '=', non-canonical
+// trailing bits) is Error::invalid so one signature has exactly one spelling.
+Result<std::string> urlsafe_base64_decode(std::string_view encoded);
+
+// Raw 20-byte digest.
+std::string hmac_sha1(std::string_view key, std::string_view data);
+
+struct SignableRequest {
+  std::string method;
+  std::string path;
+  std::string query;  // without '?'
+  std::string host;
+  // The request's Content-Type; a Content-Type entry in `headers` is not consulted.
+  std::string content_type;
+  // All request headers, names in any case; only X-Qiniu-* ones are signed.
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
+std::string string_to_sign(const SignableRequest& req);
+std::string sign(std::string_view secret_key, const SignableRequest& req);
+// "Qiniu <AK>:<sign>", the Authorization header value.
+std::string authorization(std::string_view access_key, std::string_view secret_key,
+                          const SignableRequest& req);
+
+// "YYYYMMDDTHHMMSSZ" in UTC, the X-Qiniu-Date format; sub-second precision is dropped.
+std::string format_qiniu_date(std::chrono::system_clock::time_point t);
+// Exactly the format above with calendar-valid fields; also rejects dates system_clock cannot
+// represent.
+Result<std::chrono::system_clock::time_point> parse_qiniu_date(std::string_view text);
+
+struct Credentials {
+  std::string access_key;
+  std::string secret_key;
+};
+
+// Checks an incoming request's Authorization header. Every failure has code "unauthorized" and a
+// message that never contains the secret key or the expected signature.
+class Verifier {
+ public:
+  // lookup returns the secret key for an access key, or nullopt if unknown.
+  using SecretLookup = std::function<std::optional<std::string>(std::string_view access_key)>;
+
+  // `window` bounds |X-Qiniu-Date - now| to limit replay of captured requests.
+  explicit Verifier(SecretLookup lookup, std::chrono::seconds window = std::chrono::minutes(15));
+
+  // On success returns the access key. `now` is injected (no direct clock reads in the logic).
+  Result<std::string> verify(std::string_view authorization_header, const SignableRequest& req,
+                             std::chrono::system_clock::time_point now) const;
+
+ private:
+  Result<void> check_date(const SignableRequest& req,
+                          std::chrono::system_clock::time_point now) const;
+
+  SecretLookup lookup_;
+  std::chrono::seconds window_;
+};
+
+}  // namespace qufop::auth

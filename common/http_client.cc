@@ -1,0 +1,176 @@
+#include "common/http_client.h"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <optional>
+
+namespace qufop::http {
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+struct Client::Impl {
+  Impl(std::string h, uint16_t p, ClientOptions o) : host(std::move(h)), port(p), options(o) {}
+
+  Result<void> connect();
+  // Runs the io_context until the pending operation completes.
+  void run() {
+    ioc.restart();
+    ioc.run();
+  }
+  bhttp::request<bhttp::string_body> build(const Request& r) const;
+  Result<Response> exchange(const Request& r);
+  Error fail(std::string_view what, beast::error_code ec);
+
+  std::string host;
+  uint16_t port;
+  ClientOptions options;
+  net::io_context ioc{1};
+  std::optional<beast::tcp_stream> stream;
+  beast::flat_buffer buffer;
+};
+
+Error Client::Impl::fail(std::string_view what, beast::error_code ec) {
+  stream.reset();
+  std::string where = std::string(what) + " " + host + ":" + std::to_string(port);
+  if (ec == beast::error::timeout) return {"timeout", where + ": timed out", ETIMEDOUT};
+  if (ec == net::error::connection_refused) {
+    return {"unavailable", where + ": connection refused (is the daemon running?)", ECONNREFUSED};
+  }
+  return {"unavailable", where + ": " + ec.message(), ec.value()};
+}
+
+Result<void> Client::Impl::connect() {
+  if (stream) return ok();
+  beast::error_code ec;
+  tcp::resolver resolver(ioc);
+  tcp::resolver::results_type results;
+  resolver.async_resolve(host, std::to_string(port),
+                         [&](beast::error_code e, tcp::resolver::results_type r) {
+                           ec = e;
+                           results = std::move(r);
+                         });
+  run();
+  if (ec) return Error{"unavailable", "resolve " + host + ": " + ec.message(), 0};
+  stream.emplace(ioc);
+  stream->expires_after(options.connect_timeout);
+  stream->async_connect(results, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
+  run();
+  if (ec) return fail("connect", ec);
+  stream->socket().set_option(tcp::no_delay(true), ec);
+  buffer.clear();
+  return ok();
+}
+
+bhttp::request<bhttp::string_body> Client::Impl::build(const Request& r) const {
+  bhttp::request<bhttp::string_body> req;
+  req.method_string(r.method.empty() ? "GET" : r.method);
+  req.target(r.target.empty() ? "/" : r.target);
+  req.version(11);
+  req.set(bhttp::field::host, host + ":" + std::to_string(port));
+  req.set(bhttp::field::user_agent, "qufop/" QUFOP_VERSION);
+  for (const auto& [k, v] : r.headers) req.set(k, v);
+  req.body() = r.body;
+  req.keep_alive(true);
+  req.prepare_payload();
+  return req;
+}
+
+Result<Response> Client::Impl::exchange(const Request& r) {
+  QF_TRY(connect());
+  auto req = build(r);
+  beast::error_code ec;
+  stream->expires_after(options.request_timeout);
+  bhttp::async_write(*stream, req, [&](beast::error_code e, size_t) { ec = e; });
+  run();
+  if (ec) return fail(r.method + " " + r.target + " to", ec);
+  bhttp::response_parser<bhttp::string_body> parser;
+  parser.body_limit(options.max_body_bytes);
+  if (r.method == "HEAD") parser.skip(true);
+  bhttp::async_read(*stream, buffer, parser, [&](beast::error_code e, size_t) { ec = e; });
+  run();
+  if (ec) return fail(r.method + " " + r.target + " from", ec);
+  auto msg = parser.release();
+  Response out;
+  out.status = static_cast<int>(msg.result_int());
+  out.content_type = std::string(msg[bhttp::field::content_type]);
+  for (const auto& f : msg) out.headers.emplace_back(f.name_string(), f.value());
+  out.body = std::move(msg.body());
+  if (!msg.keep_alive()) stream.reset();
+  return out;
+}
+
+Client::Client(std::string host, uint16_t port, ClientOptions options)
+    : impl_(std::make_unique<Impl>(std::move(host), port, options)) {}
+
+Client::~Client() = default;
+
+std::string Client::endpoint() const { return impl_->host + ":" + std::to_string(impl_->port); }
+
+Result<Response> Client::send(const Request& request) {
+  bool reused = impl_->stream.has_value();
+  auto res = impl_->exchange(request);
+  // A keep-alive connection may have been closed by the server while idle; that is not the
+  // request's failure, so try once on a fresh connection.
+  if (!res && reused && res.error().code == "unavailable") return impl_->exchange(request);
+  return res;
+}
+
+Result<Response> Client::get(std::string_view target) {
+  Request r;
+  r.method = "GET";
+  r.target = target;
+  return send(r);
+}
+
+Result<Response> Client::post(std::string_view target, std::string body, std::string content_type) {
+  Request r;
+  r.method = "POST";
+  r.target = target;
+  r.headers.emplace_back("Content-Type", std::move(content_type));
+  r.body = std::move(body);
+  return send(r);
+}
+
+Result<int> Client::stream(const Request& request,
+                           const std::function<bool(std::string_view)>& on_data,
+                           std::chrono::milliseconds timeout) {
+  auto& im = *impl_;
+  im.stream.reset();  // a stream owns its connection from start to end
+  QF_TRY(im.connect());
+  auto req = im.build(request);
+  beast::error_code ec;
+  im.stream->expires_after(timeout);
+  bhttp::async_write(*im.stream, req, [&](beast::error_code e, size_t) { ec = e; });
+  im.run();
+  if (ec) return im.fail("stream to", ec);
+  bhttp::response_parser<bhttp::buffer_body> parser;
+  parser.body_limit(boost::none);
+  bhttp::async_read_header(*im.stream, im.buffer, parser,
+                           [&](beast::error_code e, size_t) { ec = e; });
+  im.run();
+  if (ec) return im.fail("stream from", ec);
+  int status = static_cast<int>(parser.get().result_int());
+  char buf[16384];
+  bool go_on = true;
+  while (go_on && !parser.is_done()) {
+    parser.get().body().data = buf;
+    parser.get().body().size = sizeof buf;
+    bhttp::async_read_some(*im.stream, im.buffer, parser,
+                           [&](beast::error_code e, size_t) { ec = e; });
+    im.run();
+    if (ec == bhttp::error::need_buffer) ec = {};
+    if (ec) return im.fail("stream from", ec);
+    size_t got = sizeof buf - parser.get().body().size;
+    if (got > 0) go_on = on_data(std::string_view(buf, got));
+  }
+  im.stream.reset();
+  return status;
+}
+
+}  // namespace qufop::http

@@ -1,0 +1,48 @@
+// A blocking HTTP/1.1 client with keep-alive and timeouts, for the CLI and daemon-to-daemon calls.
+// One connection per Client; not thread-safe (use one Client per thread).
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/http.h"
+#include "common/result.h"
+
+namespace qufop::http {
+
+struct ClientOptions {
+  std::chrono::milliseconds connect_timeout{5'000};
+  std::chrono::milliseconds request_timeout{30'000};
+  size_t max_body_bytes = 256u << 20;
+};
+
+class Client {
+ public:
+  Client(std::string host, uint16_t port, ClientOptions options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Sends method/target/headers/body of `request` (path and query are ignored: target is used).
+  // A reused keep-alive connection that the server closed meanwhile is reconnected once.
+  Result<Response> send(const Request& request);
+  Result<Response> get(std::string_view target);
+  Result<Response> post(std::string_view target, std::string body,
+                        std::string content_type = "application/json");
+
+  // Sends the request and hands each piece of the response body to on_data as it arrives
+  // (chunked or not); on_data returns false to stop early. Returns the status code.
+  Result<int> stream(const Request& request, const std::function<bool(std::string_view)>& on_data,
+                     std::chrono::milliseconds timeout);
+
+  std::string endpoint() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace qufop::http
