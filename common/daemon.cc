@@ -23,8 +23,9 @@ namespace qufop {
 
 namespace net = boost::asio;
 
-void report_fatal(const std::string& binary, const std::string& message) {
+int report_fatal(const std::string& binary, const std::string& message, int exit_code) {
   std::fprintf(stderr, "%s: %s\n", binary.c_str(), message.c_str());
+  return exit_code;
 }
 
 Result<void> make_dirs(const std::string& path, unsigned mode) {

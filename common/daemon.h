@@ -73,8 +73,9 @@ class Daemon {
   std::unique_ptr<Impl> impl_;
 };
 
-// Reports a fatal start-up error as one line on stderr: "qufop-keeper: <message>".
-void report_fatal(const std::string& binary, const std::string& message);
+// Reports a fatal start-up error as one line on stderr ("qufop-keeper: <message>") and returns
+// the exit code to leave with.
+int report_fatal(const std::string& binary, const std::string& message, int exit_code = 1);
 
 // mkdir -p with the given mode for created directories.
 Result<void> make_dirs(const std::string& path, unsigned mode = 0755);

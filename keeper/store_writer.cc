@@ -1,0 +1,212 @@
+#include "keeper/store_writer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <memory>
+
+namespace qufop::keeper {
+
+Result<KeyValue> WriteCtx::put(const std::string& key, std::string value, int64_t lease,
+                               const std::optional<KeyValue>& prev) {
+  KeyValue kv;
+  kv.key = key;
+  kv.value = std::move(value);
+  kv.mod_revision = rev_ + 1;
+  // An existing key keeps its creation and counts versions; a new (or re-created) one starts.
+  kv.create_revision = prev ? prev->create_revision : kv.mod_revision;
+  kv.version = prev ? prev->version + 1 : 1;
+  kv.lease = lease;
+  QF_TRY(store_put(db_, kv, sub_++));
+  events_.push_back(Event{Event::Type::kPut, kv, prev});
+  return kv;
+}
+
+Result<void> WriteCtx::erase(const KeyValue& prev) {
+  int64_t rev = rev_ + 1;
+  QF_TRY(store_delete(db_, prev.key, rev, sub_++));
+  Event e{Event::Type::kDelete, KeyValue{}, prev};
+  e.kv.key = prev.key;
+  e.kv.mod_revision = rev;
+  events_.push_back(std::move(e));
+  return ok();
+}
+
+bool WriteCtx::lease_exists(int64_t id) const {
+  auto it = lease_changes_.find(id);
+  if (it != lease_changes_.end()) return it->second.has_value();
+  return lessor_.exists(id);
+}
+
+bool WriteCtx::lease_expired(int64_t id) const {
+  return lease_changes_.count(id) == 0 && lessor_.expired(id);
+}
+
+Result<void> WriteCtx::grant_lease(int64_t id, int64_t ttl) {
+  QF_TRY(insert_lease(db_, id, ttl));
+  lease_changes_[id] = ttl;
+  return ok();
+}
+
+Result<void> WriteCtx::revoke_lease(int64_t id) {
+  QF_TRY(delete_lease(db_, id));
+  lease_changes_[id] = std::nullopt;
+  return ok();
+}
+
+int64_t WriteCtx::new_lease_id() const {
+  while (true) {
+    auto id = static_cast<int64_t>(rng_() >> 1);
+    if (id != 0 && !lease_exists(id)) return id;
+  }
+}
+
+std::vector<Event> WriteCtx::end_write() {
+  if (!events_.empty()) ++rev_;
+  sub_ = 0;
+  return std::move(events_);
+}
+
+// Notified under the lock: once the caller sees `done` it returns and the Job is gone.
+void Writer::Job::finish() {
+  std::lock_guard lock(mu);
+  done = true;
+  cv.notify_one();
+}
+
+void Writer::Job::wait() {
+  std::unique_lock lock(mu);
+  cv.wait(lock, [this] { return done; });
+}
+
+Writer::Writer(sql::Db db, Lessor& lessor, Meta meta, size_t max_batch, OnCommit on_commit)
+    : db_(std::move(db)),
+      lessor_(lessor),
+      max_batch_(max_batch > 0 ? max_batch : 1),
+      on_commit_(std::move(on_commit)),
+      revision_(meta.revision),
+      compact_revision_(meta.compact_revision),
+      thread_([this] { loop(); }) {}
+
+Writer::~Writer() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  thread_.join();
+}
+
+void Writer::enqueue(Job* job) {
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(job);
+  }
+  cv_.notify_one();
+}
+
+std::optional<EtcdError> Writer::execute(const Apply& apply) {
+  Job job;
+  job.apply = &apply;
+  enqueue(&job);
+  job.wait();
+  return std::move(job.failure);
+}
+
+std::vector<std::optional<EtcdError>> Writer::execute_all(const std::vector<Apply>& applies) {
+  std::vector<std::unique_ptr<Job>> jobs;
+  for (const auto& apply : applies) {
+    jobs.push_back(std::make_unique<Job>());
+    jobs.back()->apply = &apply;
+    enqueue(jobs.back().get());
+  }
+  std::vector<std::optional<EtcdError>> out;
+  for (auto& job : jobs) {
+    job->wait();
+    out.push_back(std::move(job->failure));
+  }
+  return out;
+}
+
+void Writer::loop() {
+  std::vector<Job*> batch;
+  while (take(batch)) {
+    commit(batch);
+    batch.clear();
+  }
+}
+
+// Waits for work and takes what is queued, up to max_batch: writes that arrive while a commit
+// is being fsynced form the next batch, so batches grow with the load by themselves.
+bool Writer::take(std::vector<Job*>& batch) {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+  if (queue_.empty()) return false;  // stopping, and every queued write is done
+  while (!queue_.empty() && batch.size() < max_batch_) {
+    batch.push_back(queue_.front());
+    queue_.pop_front();
+  }
+  return true;
+}
+
+void Writer::commit(const std::vector<Job*>& batch) {
+  WriteCtx ctx(db_, lessor_, rng_, Meta{revision_.load(), compact_revision_.load()});
+  std::vector<RevisionEvents> events;
+  auto done = run_batch(ctx, batch, events);
+  if (!done.ok()) {
+    recover(batch, done.error());
+    return;
+  }
+  publish(ctx, std::move(events));
+  for (Job* job : batch) job->finish();
+}
+
+Result<void> Writer::run_batch(WriteCtx& ctx, const std::vector<Job*>& batch,
+                               std::vector<RevisionEvents>& events) {
+  int64_t start = ctx.rev();
+  QF_TRY(db_.run("BEGIN IMMEDIATE"));
+  for (Job* job : batch) {
+    (*job->apply)(ctx);
+    if (ctx.failure_) return *ctx.failure_;
+    auto changes = ctx.end_write();
+    if (!changes.empty()) events.push_back({ctx.rev(), std::move(changes)});
+  }
+  if (ctx.rev() != start) QF_TRY(write_revision(db_, ctx.rev()));
+  return db_.run("COMMIT");
+}
+
+// Order matters: leases and revision first, then watchers, then the callers, so a caller that
+// sees its write acknowledged also sees it in revision() and in any watch it starts after.
+void Writer::publish(WriteCtx& ctx, std::vector<RevisionEvents> events) {
+  for (const auto& [id, ttl] : ctx.lease_changes_) {
+    if (ttl) {
+      lessor_.add(id, *ttl);
+    } else {
+      lessor_.remove(id);
+    }
+  }
+  compact_revision_.store(ctx.compact_rev());
+  revision_.store(ctx.rev());
+  if (on_commit_) on_commit_(ctx.rev(), std::move(events));
+}
+
+// The batch is rolled back; the revision stays what the database says it is. Every write of
+// the batch fails, even those that were fine: none of them is durable.
+void Writer::recover(const std::vector<Job*>& batch, const Error& error) {
+  if (sqlite3_get_autocommit(db_.handle()) == 0) (void)db_.run("ROLLBACK");
+  auto meta = read_meta(db_);
+  if (meta.ok()) {
+    if (meta->revision != revision_.load()) {
+      spdlog::error("keeper store: revision {} in the database after a failed commit, {} in memory",
+                    meta->revision, revision_.load());
+    }
+    revision_.store(meta->revision);
+    compact_revision_.store(meta->compact_revision);
+  }
+  spdlog::error("keeper store: commit of {} writes failed: {}", batch.size(), error.message);
+  for (Job* job : batch) {
+    job->failure = EtcdError{kGrpcUnavailable, "keeper store: write failed: " + error.message};
+    job->finish();
+  }
+}
+
+}  // namespace qufop::keeper

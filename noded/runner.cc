@@ -1,0 +1,298 @@
+#include "noded/runner.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cerrno>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <future>
+#include <iostream>
+
+#include "noded/cgroup.h"
+#include "noded/logs.h"
+#include "noded/mounts.h"
+#include "noded/sandbox.h"
+#include "noded/seccomp.h"
+#include "noded/stop_wait.h"
+
+namespace qufop::noded {
+
+namespace {
+
+constexpr const char* kProgram = "qufop-noded run";
+constexpr int kExitUsage = 2;
+constexpr int kExitRuntime = 125;
+constexpr int kExitOom = 137;
+
+int fail(int code, const std::string& message) {
+  std::cerr << kProgram << ": " << message << "\n";
+  return code;
+}
+
+Result<double> parse_cpus(const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || errno != 0 || *end != '\0' || !std::isfinite(v) || v <= 0) {
+    return Error::invalid("--cpus '" + text + "': expected a number of cpus > 0 (e.g. 0.5)");
+  }
+  return v;
+}
+
+Result<uint32_t> parse_id(const std::string& text, const std::string& what) {
+  char* end = nullptr;
+  errno = 0;
+  unsigned long v = std::strtoul(text.c_str(), &end, 10);
+  if (text.empty() || text[0] == '-' || errno != 0 || *end != '\0' || v > 0xfffffffeUL) {
+    return Error::invalid("--user: " + what + " '" + text + "' is not a number");
+  }
+  return static_cast<uint32_t>(v);
+}
+
+std::string human_bytes(uint64_t b) {
+  if (b >= (1ull << 30) && b % (1ull << 30) == 0) return std::to_string(b >> 30) + " GiB";
+  if (b >= (1ull << 20) && b % (1ull << 20) == 0) return std::to_string(b >> 20) + " MiB";
+  if (b >= (1ull << 10) && b % (1ull << 10) == 0) return std::to_string(b >> 10) + " KiB";
+  return std::to_string(b) + " bytes";
+}
+
+Result<void> mkdir_p(const std::string& dir) {
+  for (size_t pos = 1; pos != std::string::npos;) {
+    pos = dir.find('/', pos + 1);
+    std::string part = dir.substr(0, pos);
+    if (::mkdir(part.c_str(), 0711) != 0 && errno != EEXIST) {
+      return Error::sys("mkdir(" + part + ")", errno);
+    }
+  }
+  return ok();
+}
+
+}  // namespace
+
+std::vector<FlagSpec> run_flags() {
+  return {
+      {"rootfs", "DIR", "the root filesystem (a directory; required)", "", false},
+      {"memory", "SIZE", "memory limit, swap off (64m, 1g)", "", false},
+      {"cpus", "N", "cpu limit in cpus (0.5)", "", false},
+      {"pids", "N", "max processes and threads", "", false},
+      {"readonly", "", "mount the root read-only", "", false},
+      {"user", "UID:GID", "run as this uid and gid", "65534:65534", false},
+      {"env", "K=V", "an environment variable (repeatable)", "", true},
+      {"workdir", "DIR", "working directory in the rootfs", "/", false},
+      {"hostname", "NAME", "hostname (default: the sandbox id)", "", false},
+      {"net", "MODE", "none (own network namespace, loopback only) or host", "none", false},
+      {"stop-wait", "DURATION", "on SIGTERM/SIGINT: time for the command to exit before SIGKILL",
+       "10s", false},
+      {"state-dir", "DIR", "where the sandbox's run dir is made", "/run/qufop", false},
+      {"log-dir", "DIR", "keep output.log here (default: a temporary dir, removed)", "", false},
+      {"log-max", "SIZE", "rotate output.log at this size", "10m", false},
+      {"log-keep", "N", "log files kept, output.log included", "3", false},
+      {"seccomp-cache", "DIR", "cache of the compiled seccomp profile", "/var/cache/qufop", false},
+      {"init", "PATH", "the qufop-init binary (default: next to qufop-noded)", "", false},
+  };
+}
+
+Result<SandboxSpec> spec_from_flags(const Flags& flags, int pid) {
+  SandboxSpec spec;
+  spec.id = "qf-run-" + std::to_string(pid);
+  if (!flags.given("rootfs") || flags.get("rootfs").empty()) {
+    return Error::invalid("--rootfs DIR is required");
+  }
+  char resolved[PATH_MAX];
+  if (!::realpath(flags.get("rootfs").c_str(), resolved)) {
+    return Error::sys("rootfs " + flags.get("rootfs"), errno);
+  }
+  spec.layers = {resolved};
+  if (flags.given("memory")) {
+    auto m = parse_bytes(flags.get("memory"));
+    if (!m) return m.error().wrap("--memory");
+    if (*m == 0) return Error::invalid("--memory: must be > 0");
+    spec.limits.memory_bytes = *m;
+  }
+  if (flags.given("cpus")) {
+    auto c = parse_cpus(flags.get("cpus"));
+    if (!c) return c.error();
+    spec.limits.cpus = *c;
+  }
+  if (flags.given("pids")) {
+    auto p = flags.get_int("pids", 2, 4'194'304);
+    if (!p) return p.error();
+    spec.limits.pids = *p;
+  }
+  spec.readonly_root = flags.get_bool("readonly");
+  const std::string& user = flags.get("user");
+  auto colon = user.find(':');
+  auto uid = parse_id(user.substr(0, colon), "uid");
+  if (!uid) return uid.error();
+  auto gid = colon == std::string::npos ? uid : parse_id(user.substr(colon + 1), "gid");
+  if (!gid) return gid.error();
+  spec.uid = *uid;
+  spec.gid = *gid;
+  spec.env = flags.get_all("env");
+  spec.workdir = flags.get("workdir");
+  spec.hostname = flags.get("hostname");
+  const std::string& net = flags.get("net");
+  if (net == "none") {
+    spec.net = NetMode::kNone;
+  } else if (net == "host") {
+    spec.net = NetMode::kHost;
+  } else {
+    return Error::invalid("--net '" + net + "': expected none or host");
+  }
+  auto sw = parse_duration_ms(flags.get("stop-wait"));
+  if (!sw) return sw.error().wrap("--stop-wait");
+  spec.stop_wait = std::chrono::milliseconds(*sw);
+  spec.run_dir = flags.get("state-dir") + "/run-" + std::to_string(pid);
+  auto log_max = parse_bytes(flags.get("log-max"));
+  if (!log_max) return log_max.error().wrap("--log-max");
+  spec.log_max_bytes = *log_max;
+  auto keep = flags.get_int("log-keep", 1, 100);
+  if (!keep) return keep.error();
+  spec.log_keep = static_cast<int>(*keep);
+  spec.log_dir = flags.get("log-dir").empty()
+                     ? flags.get("state-dir") + "/log-" + std::to_string(pid)
+                     : flags.get("log-dir");
+  spec.argv = flags.positional();
+  return spec;
+}
+
+namespace {
+
+// SIGTERM, SIGINT and SIGHUP become events on the returned fd (-1 on error); the sandbox's
+// processes get a clean mask and their own session (sandbox.cc).
+int stop_signal_fd() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&set, sig);
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
+  return ::signalfd(-1, &set, SFD_CLOEXEC);
+}
+
+// Until the sandbox ends by itself, or a stop signal arrives: then StopWait.
+std::optional<ExitStatus> supervise(Sandbox& sb, int sigfd) {
+  for (;;) {
+    pollfd fds[2] = {{sb.pidfd(), POLLIN, 0}, {sigfd, POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[1].revents & POLLIN) {
+      signalfd_siginfo info;
+      (void)!::read(sigfd, &info, sizeof info);
+      auto stopped = stop_wait(sb);
+      if (stopped) return stopped->status;
+      std::cerr << kProgram << ": stopping: " << stopped.error().message << "\n";
+      break;
+    }
+    if (fds[0].revents) {
+      auto st = sb.wait(std::nullopt);
+      if (st && st->has_value()) return **st;
+      break;
+    }
+  }
+  return sb.exit_status();
+}
+
+// The command's exit code, 128 + its signal, or 137 after an OOM kill (said on stderr).
+int exit_code(const std::optional<ExitStatus>& status, const SandboxSpec& spec) {
+  if (!status) return kExitRuntime;
+  if (!status->oom_killed) return status->shell_code();
+  std::cerr << kProgram << ": killed by the OOM killer";
+  if (spec.limits.memory_bytes) {
+    std::cerr << " (memory limit " << human_bytes(spec.limits.memory_bytes) << ")";
+  }
+  std::cerr << "\n";
+  return kExitOom;
+}
+
+}  // namespace
+
+int run_main(int argc, char** argv) {
+  Flags flags(kProgram, "Runs one command in a sandbox, in the foreground.", run_flags());
+  if (auto r = flags.parse(argc, argv); !r.ok()) return fail(kExitUsage, r.error().message);
+  if (flags.help_requested()) {
+    std::cout << flags.usage() << "  -- CMD ARGS...       the command, after '--'\n";
+    return 0;
+  }
+  if (flags.positional().empty()) {
+    return fail(kExitUsage,
+                "no command given (qufop-noded run --rootfs DIR [flags] -- CMD ARGS...)");
+  }
+  auto spec = spec_from_flags(flags, static_cast<int>(::getpid()));
+  if (!spec) return fail(kExitRuntime, spec.error().message);
+  // Bad input is refused before anything is created.
+  if (auto r = validate(*spec); !r.ok()) return fail(kExitRuntime, r.error().message);
+  StartOptions options;
+  options.init_path = flags.get("init").empty() ? default_init_path() : flags.get("init");
+  if (::access(options.init_path.c_str(), X_OK) != 0) {
+    return fail(kExitRuntime, "qufop-init not found at " + options.init_path + " (use --init)");
+  }
+  // The compiled profile from its cache (the runner never rebuilds it), read and checked on a
+  // thread while the cgroup manager reads the host's layout: both take a good part of a start.
+  std::optional<SeccompProgram> seccomp;
+  std::future<Result<SeccompProgram>> loading;
+  if (spec->use_seccomp) {
+    loading = std::async(std::launch::async, [dir = flags.get("seccomp-cache")] {
+      return load_or_build_default_profile(dir);
+    });
+  }
+  auto cgroups = make_cgroup_manager();
+  if (loading.valid()) {
+    auto prog = loading.get();
+    if (!prog) return fail(kExitRuntime, prog.error().wrap("seccomp profile").message);
+    seccomp = std::move(*prog);
+    options.seccomp = &*seccomp;
+  }
+  if (!cgroups) return fail(kExitRuntime, cgroups.error().message);
+  options.cgroups = cgroups->get();
+  options.kill_with_parent = true;
+  int sigfd = stop_signal_fd();
+  if (sigfd < 0) return fail(kExitRuntime, Error::sys("signalfd", errno).message);
+  ::signal(SIGPIPE, SIG_IGN);  // a closed stdout must not kill the runner
+
+  if (auto r = mkdir_p(flags.get("state-dir")); !r.ok()) {
+    return fail(kExitRuntime, r.error().message);
+  }
+  bool own_log_dir = flags.get("log-dir").empty();
+  auto remove_own_log = [&] {
+    if (own_log_dir) (void)remove_tree(spec->log_dir);
+  };
+  auto log = RotatingLog::open(spec->log_dir, spec->log_max_bytes, spec->log_keep);
+  if (!log) return fail(kExitRuntime, log.error().message);
+  // The sandbox's stdout and stderr, each copied to the log and to ours.
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+    remove_own_log();
+    return fail(kExitRuntime, Error::sys("pipe2", errno).message);
+  }
+  OutputPump pump(std::move(*log), {{out[0], STDOUT_FILENO}, {err[0], STDERR_FILENO}});
+  pump.start();
+  options.stdout_fd = out[1];
+  options.stderr_fd = err[1];
+
+  auto sandbox = Sandbox::start(*spec, options);
+  // Only the sandbox writes to the pipes now: EOF comes when its last process is gone.
+  ::close(out[1]);
+  ::close(err[1]);
+  if (!sandbox) {
+    (void)pump.join();
+    remove_own_log();
+    return fail(kExitRuntime, sandbox.error().message);
+  }
+  auto status = supervise(**sandbox, sigfd);
+  auto released = (*sandbox)->release();
+  (void)pump.join();
+  remove_own_log();
+  if (!released.ok()) {
+    std::cerr << kProgram << ": releasing the sandbox: " << released.error().message << "\n";
+  }
+  return exit_code(status, *spec);
+}
+
+}  // namespace qufop::noded

@@ -1,0 +1,31 @@
+// `qufop-noded run`: one sandbox, in the foreground, for operators and benchmarks.
+//
+//   qufop-noded run --rootfs DIR [--memory 64m] [--cpus 0.5] [--pids 64] [--readonly]
+//     [--user UID:GID] [--env K=V]... [--workdir D] [--hostname H] [--net none|host]
+//     [--stop-wait S] -- CMD ARGS...
+//
+// Exits with the command's exit code, 128+N when signal N killed it, 137 (saying so on stderr)
+// after an OOM kill; 2 for a command line it cannot parse, 125 when the sandbox cannot be built
+// (one line on stderr, nothing left behind). SIGTERM/SIGINT/SIGHUP stop the sandbox the StopWait
+// way. The output is copied to the runner's own stdout/stderr and to a rotated output.log.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+#include "common/result.h"
+#include "noded/spec.h"
+
+namespace qufop::noded {
+
+// The flags of `qufop-noded run`.
+std::vector<FlagSpec> run_flags();
+// The spec the flags describe (for the runner's own pid `pid`): id "qf-run-<pid>", run dir
+// "<state-dir>/run-<pid>", cgroup parent "qufop".
+Result<SandboxSpec> spec_from_flags(const Flags& flags, int pid);
+
+// argv[0] is "run".
+int run_main(int argc, char** argv);
+
+}  // namespace qufop::noded
