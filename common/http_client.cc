@@ -161,6 +161,7 @@ Result<int> Client::stream(const Request& request,
   while (go_on && !parser.is_done()) {
     parser.get().body().data = buf;
     parser.get().body().size = sizeof buf;
+    im.stream->expires_after(timeout);
     bhttp::async_read_some(*im.stream, im.buffer, parser,
                            [&](beast::error_code e, size_t) { ec = e; });
     im.run();

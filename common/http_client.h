@@ -34,7 +34,8 @@ class Client {
                         std::string content_type = "application/json");
 
   // Sends the request and hands each piece of the response body to on_data as it arrives
-  // (chunked or not); on_data returns false to stop early. Returns the status code.
+  // (chunked or not); on_data returns false to stop early. Returns the status code. `timeout`
+  // bounds silence: each wait for the next piece (a watch may last for hours), not the whole.
   Result<int> stream(const Request& request, const std::function<bool(std::string_view)>& on_data,
                      std::chrono::milliseconds timeout);
 

@@ -113,7 +113,6 @@ class WatchDecoder {
   const std::optional<Error>& error() const { return error_; }
   bool got_message() const { return messages_ > 0; }
   // When the last message other than the "created" answer arrived, if any.
-  std::optional<Clock::time_point> last_activity() const { return last_activity_; }
   int64_t next_revision() const { return next_revision_; }
   // The stream's first bytes, to show what a server that is not an etcd answered.
   const std::string& head() const { return head_; }
@@ -133,7 +132,6 @@ class WatchDecoder {
       return;
     }
     if (m->canceled) return cancel(*m);
-    if (!m->created || !m->events.empty()) last_activity_ = Clock::now();
     if (m->created && next_revision_ == 0) next_revision_ = m->header.revision + 1;
     if (m->events.empty()) {
       // A progress notification: every event up to the header's revision has been sent.
@@ -165,7 +163,6 @@ class WatchDecoder {
   std::optional<Error> error_;
   int messages_ = 0;
   int64_t next_revision_ = 0;
-  std::optional<Clock::time_point> last_activity_;
   std::string head_;
 };
 
@@ -469,31 +466,14 @@ Result<void> Client::watch(
     const WatchCreateRequest& r,
     const std::function<bool(const std::vector<Event>&, int64_t revision)>& on_events,
     std::chrono::milliseconds idle_timeout) {
-  WatchCreateRequest req = r;
-  auto active = Clock::now();  // the last sign of life, across reconnections
-  auto window = idle_timeout;
-  while (true) {
-    WatchDecoder decoder(on_events, req.start_revision);
-    auto res = impl_->stream_watch(req, decoder, window);
-    if (decoder.stopped()) return ok();
-    if (!res) {
-      // http::Client::stream bounds the whole stream, not its silence. A stream that spoke
-      // less than idle_timeout ago is resumed where it got to (the caller cannot tell), with a
-      // deadline at which its silence would reach idle_timeout.
-      active = decoder.last_activity().value_or(active);
-      auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - active);
-      bool resumable = res.error().code == "timeout" && decoder.next_revision() > 0;
-      if (resumable && silent < idle_timeout) {
-        req.start_revision = decoder.next_revision();
-        window = idle_timeout - silent;
-        continue;
-      }
-      return res.error();
-    }
-    if (decoder.error()) return *decoder.error();
-    return Error{"unavailable",
-                 "watch stream ended by the server (HTTP " + std::to_string(*res) + ")", 0};
-  }
+  // http::Client::stream's timeout bounds silence, which is exactly idle_timeout.
+  WatchDecoder decoder(on_events, r.start_revision);
+  auto res = impl_->stream_watch(r, decoder, idle_timeout);
+  if (decoder.stopped()) return ok();
+  if (!res) return res.error();
+  if (decoder.error()) return *decoder.error();
+  return Error{"unavailable",
+               "watch stream ended by the server (HTTP " + std::to_string(*res) + ")", 0};
 }
 
 std::unique_ptr<Client::KeepAlive> Client::keep_alive(int64_t lease_id, int64_t ttl_seconds,
