@@ -81,9 +81,19 @@ Result<void> RotatingLog::write(std::string_view data) {
 OutputPump::OutputPump(std::unique_ptr<RotatingLog> log, std::vector<Source> sources)
     : log_(std::move(log)), sources_(std::move(sources)) {}
 
-OutputPump::~OutputPump() { (void)join(); }
+OutputPump::~OutputPump() {
+  if (!started_) {  // never started: the sources are still ours to close
+    for (const auto& s : sources_) {
+      if (s.fd >= 0) ::close(s.fd);
+    }
+    sources_.clear();
+  }
+  (void)join();
+}
 
 void OutputPump::start() {
+  if (started_) return;
+  started_ = true;
   thread_ = std::thread([this] { run(); });
 }
 

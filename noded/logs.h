@@ -55,6 +55,7 @@ class OutputPump {
   OutputPump(const OutputPump&) = delete;
   OutputPump& operator=(const OutputPump&) = delete;
 
+  // Starts the thread (once). A pump never started closes its sources when destroyed.
   void start();
   // Blocks until every source is at EOF; returns the first write error to the log, if any.
   Result<void> join();
@@ -64,6 +65,7 @@ class OutputPump {
   std::unique_ptr<RotatingLog> log_;
   std::vector<Source> sources_;
   std::thread thread_;
+  bool started_ = false;
   Result<void> result_;
 };
 

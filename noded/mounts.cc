@@ -148,6 +148,24 @@ RootfsPaths rootfs_paths(const SandboxSpec& spec) {
     lower += layer;
   }
   p.overlay_options = "lowerdir=" + lower + ",upperdir=" + p.upper + ",workdir=" + p.work;
+  p.overlay_options_volatile = p.overlay_options + ",volatile";
+  p.proc = p.rootfs + "/proc";
+  p.dev = p.rootfs + "/dev";
+  p.sys = p.rootfs + "/sys";
+  p.tmp = p.rootfs + "/tmp";
+  for (const char* name : {"null", "zero", "full", "random", "urandom", "tty"}) {
+    p.dev_nodes.push_back({std::string("/dev/") + name, p.dev + "/" + name});
+  }
+  p.dev_null = p.dev + "/null";
+  p.dev_pts = p.dev + "/pts";
+  p.dev_shm = p.dev + "/shm";
+  p.dev_ptmx = p.dev + "/ptmx";
+  p.dev_fd = p.dev + "/fd";
+  p.dev_stdin = p.dev + "/stdin";
+  p.dev_stdout = p.dev + "/stdout";
+  p.dev_stderr = p.dev + "/stderr";
+  for (const auto& m : masked_paths()) p.masked.push_back(p.rootfs + m);
+  for (const auto& r : readonly_paths()) p.readonly.push_back(p.rootfs + r);
   return p;
 }
 
@@ -271,17 +289,19 @@ Result<void> mount_overlay(const RootfsPaths& paths) {
   // dir is removed at release anyway. Kernels before 5.10 refuse it: remembered, not retried.
   static std::atomic<bool> volatile_ok{true};
   if (volatile_ok.load()) {
-    std::string opts = paths.overlay_options + ",volatile";
-    if (::mount("overlay", paths.rootfs.c_str(), "overlay", 0, opts.c_str()) == 0) return ok();
+    if (::mount("overlay", paths.rootfs.c_str(), "overlay", 0,
+                paths.overlay_options_volatile.c_str()) == 0) {
+      return ok();
+    }
     if (errno != EINVAL) return Error::sys("mount overlay at " + paths.rootfs, errno);
     volatile_ok = false;
   }
   return do_mount("overlay", paths.rootfs, "overlay", 0, paths.overlay_options.c_str(), "overlay");
 }
 
-Result<void> prepare_mount_points(const std::string& rootfs) {
-  int root = ::open(rootfs.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (root < 0) return Error::sys("open(" + rootfs + ")", errno);
+Result<void> prepare_mount_points(const RootfsPaths& paths) {
+  int root = ::open(paths.rootfs.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0) return Error::sys("open(" + paths.rootfs + ")", errno);
   Result<void> result = ok();
   for (const char* name : {"proc", "dev", "sys", "tmp"}) {
     struct stat st {};
@@ -304,60 +324,53 @@ Result<void> prepare_mount_points(const std::string& rootfs) {
   return result;
 }
 
-Result<void> mount_proc(const std::string& rootfs) {
-  return do_mount("proc", rootfs + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr,
-                  "proc");
+Result<void> mount_proc(const RootfsPaths& paths) {
+  return do_mount("proc", paths.proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr, "proc");
 }
 
-Result<void> mount_dev(const std::string& rootfs) {
-  std::string dev = rootfs + "/dev";
-  QF_TRY(do_mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k", "tmpfs"));
+Result<void> mount_dev(const RootfsPaths& p) {
+  QF_TRY(do_mount("tmpfs", p.dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=65536k", "tmpfs"));
   // The host's device nodes, bound over empty files: no mknod, same major/minor.
-  for (const char* name : {"null", "zero", "full", "random", "urandom", "tty"}) {
-    std::string host = std::string("/dev/") + name;
-    if (::access(host.c_str(), F_OK) != 0) continue;  // a host without it (no tty): skip
-    std::string target = dev + "/" + name;
-    QF_TRY(touch(target));
-    QF_TRY(do_mount(host.c_str(), target, nullptr, MS_BIND, nullptr, "bind " + host));
+  for (const auto& node : p.dev_nodes) {
+    if (::access(node.host.c_str(), F_OK) != 0) continue;  // a host without it (no tty): skip
+    QF_TRY(touch(node.target));
+    QF_TRY(do_mount(node.host.c_str(), node.target, nullptr, MS_BIND, nullptr, "device bind"));
   }
-  QF_TRY(make_dir(dev + "/pts", 0755));
-  QF_TRY(do_mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+  QF_TRY(make_dir(p.dev_pts, 0755));
+  QF_TRY(do_mount("devpts", p.dev_pts, "devpts", MS_NOSUID | MS_NOEXEC,
                   "newinstance,ptmxmode=0666,mode=0620", "devpts"));
-  QF_TRY(make_dir(dev + "/shm", 01777));
-  QF_TRY(do_mount("shm", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+  QF_TRY(make_dir(p.dev_shm, 01777));
+  QF_TRY(do_mount("shm", p.dev_shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                   "mode=1777,size=65536k", "tmpfs"));
-  QF_TRY(make_symlink("pts/ptmx", dev + "/ptmx"));
-  QF_TRY(make_symlink("/proc/self/fd", dev + "/fd"));
-  QF_TRY(make_symlink("/proc/self/fd/0", dev + "/stdin"));
-  QF_TRY(make_symlink("/proc/self/fd/1", dev + "/stdout"));
-  QF_TRY(make_symlink("/proc/self/fd/2", dev + "/stderr"));
+  QF_TRY(make_symlink("pts/ptmx", p.dev_ptmx));
+  QF_TRY(make_symlink("/proc/self/fd", p.dev_fd));
+  QF_TRY(make_symlink("/proc/self/fd/0", p.dev_stdin));
+  QF_TRY(make_symlink("/proc/self/fd/1", p.dev_stdout));
+  QF_TRY(make_symlink("/proc/self/fd/2", p.dev_stderr));
   return ok();
 }
 
-Result<void> mount_sys(const std::string& rootfs) {
-  return do_mount("sysfs", rootfs + "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+Result<void> mount_sys(const RootfsPaths& paths) {
+  return do_mount("sysfs", paths.sys, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                   nullptr, "sysfs");
 }
 
-Result<void> mount_tmp(const std::string& rootfs) {
-  return do_mount("tmpfs", rootfs + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", "tmpfs");
+Result<void> mount_tmp(const RootfsPaths& paths) {
+  return do_mount("tmpfs", paths.tmp, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", "tmpfs");
 }
 
-Result<void> mask_paths(const std::string& rootfs) {
-  std::string dev_null = rootfs + "/dev/null";
-  for (const auto& p : masked_paths()) {
-    std::string target = rootfs + p;
+Result<void> mask_paths(const RootfsPaths& p) {
+  for (const auto& target : p.masked) {
     struct stat st {};
     if (::lstat(target.c_str(), &st) != 0) continue;  // not on this kernel
     if (S_ISDIR(st.st_mode)) {
       QF_TRY(do_mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                       nullptr, "masking tmpfs"));
     } else {
-      QF_TRY(do_mount(dev_null.c_str(), target, nullptr, MS_BIND, nullptr, "masking /dev/null"));
+      QF_TRY(do_mount(p.dev_null.c_str(), target, nullptr, MS_BIND, nullptr, "masking /dev/null"));
     }
   }
-  for (const auto& p : readonly_paths()) {
-    std::string target = rootfs + p;
+  for (const auto& target : p.readonly) {
     if (::access(target.c_str(), F_OK) != 0) continue;
     QF_TRY(bind_readonly(target));
   }

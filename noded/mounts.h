@@ -12,13 +12,24 @@
 
 namespace qufop::noded {
 
-// Everything under the sandbox's run dir, computed once in the parent.
+// Every path the rootfs steps use, computed once in the parent: the child-side functions below
+// allocate nothing on their success path (sandbox.cc says why that matters after a fork).
 struct RootfsPaths {
   std::string run_dir;
-  std::string upper;   // <run_dir>/upper: the sandbox's writes
-  std::string work;    // <run_dir>/work: overlayfs' scratch
-  std::string rootfs;  // <run_dir>/rootfs: the merged tree, "/" after pivot_root
-  std::string overlay_options;
+  std::string upper;                     // <run_dir>/upper: the sandbox's writes
+  std::string work;                      // <run_dir>/work: overlayfs' scratch
+  std::string rootfs;                    // <run_dir>/rootfs: the merged tree, "/" after pivot_root
+  std::string overlay_options;           // lowerdir=…,upperdir=…,workdir=…
+  std::string overlay_options_volatile;  // the same, ",volatile"
+  std::string proc, dev, sys, tmp;       // <rootfs>/proc, …
+  struct Bind {
+    std::string host;    // /dev/null
+    std::string target;  // <rootfs>/dev/null
+  };
+  std::vector<Bind> dev_nodes;
+  std::string dev_null, dev_pts, dev_shm, dev_ptmx, dev_fd, dev_stdin, dev_stdout, dev_stderr;
+  std::vector<std::string> masked;    // <rootfs>/proc/kcore, …
+  std::vector<std::string> readonly;  // <rootfs>/proc/sys, …
 };
 RootfsPaths rootfs_paths(const SandboxSpec& spec);
 
@@ -52,15 +63,15 @@ Result<void> make_mounts_private();
 Result<void> mount_overlay(const RootfsPaths& paths);
 // The directories mounts go on, in the merged tree: created when missing; a symlink or a
 // non-directory is refused (it could point a mount elsewhere).
-Result<void> prepare_mount_points(const std::string& rootfs);
-Result<void> mount_proc(const std::string& rootfs);
-Result<void> mount_dev(const std::string& rootfs);
-Result<void> mount_sys(const std::string& rootfs);
-Result<void> mount_tmp(const std::string& rootfs);
+Result<void> prepare_mount_points(const RootfsPaths& paths);
+Result<void> mount_proc(const RootfsPaths& paths);
+Result<void> mount_dev(const RootfsPaths& paths);
+Result<void> mount_sys(const RootfsPaths& paths);
+Result<void> mount_tmp(const RootfsPaths& paths);
 // Docker's masked paths (/proc/kcore, /proc/keys, … /sys/firmware): /dev/null over files, an
 // empty read-only tmpfs over directories; and its read-only ones (/proc/sys, /proc/sysrq-trigger,
 // /proc/irq, /proc/bus, /proc/fs). After /proc, /sys and /dev exist.
-Result<void> mask_paths(const std::string& rootfs);
+Result<void> mask_paths(const RootfsPaths& paths);
 // pivot_root into `rootfs` and detach the old root: the host's tree is gone for good.
 Result<void> pivot_into(const std::string& rootfs);
 // After pivot_root and every mount that needs a mount point created.

@@ -25,7 +25,9 @@ std::vector<FlagSpec> run_flags();
 // "<state-dir>/run-<pid>", cgroup parent "qufop".
 Result<SandboxSpec> spec_from_flags(const Flags& flags, int pid);
 
-// argv[0] is "run".
+// argv[0] is "run". Returns the exit code when nothing was started; once a sandbox has run and
+// been released, flushes stdout/stderr and _exit()s with the command's code (a one-shot process
+// has nothing left to tear down that the kernel does not).
 int run_main(int argc, char** argv);
 
 }  // namespace qufop::noded

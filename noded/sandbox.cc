@@ -5,13 +5,15 @@
 // command (command_steps: workdir, privileges, seccomp, (sync 3), exec) -> pid 1 drops
 // privileges, loads seccomp and becomes qufop-init.
 //
-// Why fork() and not an allocation-free clone(): noded is multi-threaded. glibc's fork() runs the
-// atfork handlers, which take and release malloc's locks around the fork, so the child may
-// allocate (Result/Error carry strings; drop_privileges() and install() may build an Error).
-// A raw clone() skips them: a lock held by another thread at that instant would be held forever
-// in the child. The new pid namespace comes from unshare(CLONE_NEWPID) on the calling thread
-// only (namespaces.cc), every other namespace from the single-threaded child itself. The child
-// never touches spdlog or any other lock-holding library object; it reports over the sync socket.
+// Why fork() and not a raw clone(): noded is multi-threaded. glibc's fork() runs the atfork
+// handlers, which take and release malloc's locks around the fork, so the child may allocate
+// (an Error carries strings). A raw clone() skips them: a lock another thread held at that
+// instant would stay held forever in the child. The new pid namespace comes from
+// unshare(CLONE_NEWPID) on the calling thread only (namespaces.cc), every other namespace from
+// the single-threaded child itself. Belt and braces: every string and array the child needs is
+// made in the parent (ChildPlan, RootfsPaths), so its success path allocates nothing and stays
+// safe under an allocator without fork handlers (ASan's); only a failing step builds its Error.
+// The child never touches spdlog or another lock-holding object; it reports over the socket.
 //
 // Why pid 1 forks the command and then execs qufop-init (rather than init forking the command):
 // every step of the command's setup (privileges, seccomp, exec, and the error report if one
@@ -97,6 +99,7 @@ struct ChildPlan {
   std::vector<int> keep_caps;
   std::string hostname;
   std::vector<std::string> argv_storage, env_storage, path_dirs;
+  std::vector<std::string> path_candidates;  // <PATH dir>/<argv[0]>, in PATH order
   std::vector<char*> argv, envp;
   bool kill_with_parent = false;
   int sync_fd = -1, status_fd = -1, init_fd = -1, netns_fd = -1;
@@ -199,16 +202,15 @@ Result<void> wait_for_init(int fd) {
 }
 
 // The command's path in the (pivoted) rootfs: as given when it has a '/', else the first
-// executable regular file in PATH, as execvp would.
-Result<std::string> resolve_command(const ChildPlan& p) {
+// executable regular file among the PATH candidates (made in the parent), as execvp would.
+Result<const std::string*> resolve_command(const ChildPlan& p) {
   const std::string& name = p.argv_storage[0];
-  if (name.find('/') != std::string::npos) return name;
-  for (const auto& dir : p.path_dirs) {
-    std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+  if (name.find('/') != std::string::npos) return &name;
+  for (const auto& candidate : p.path_candidates) {
     struct stat st {};
     if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
         ::access(candidate.c_str(), X_OK) == 0) {
-      return candidate;
+      return &candidate;
     }
   }
   std::string path;
@@ -238,8 +240,8 @@ Result<void> command_steps(const ChildPlan& p) {
   if (p.seccomp) QF_TRY(install(*p.seccomp));
   // sync 3: pid 1 is qufop-init, unprivileged, before anything of the user's runs.
   QF_TRY(wait_for_init(p.init_ready_fd));
-  ::execve(path->c_str(), p.argv.data(), p.envp.data());
-  return Error::sys("exec " + *path + " in rootfs", errno);
+  ::execve((*path)->c_str(), p.argv.data(), p.envp.data());
+  return Error::sys("exec " + **path + " in rootfs", errno);
 }
 
 // pid 1 becomes qufop-init, opened on the host before pivot_root: the image need not have it.
@@ -256,7 +258,6 @@ Result<void> exec_init(const ChildPlan& p, pid_t main_pid) {
 
 // pid 1 of the new pid namespace. Returns only on error.
 Result<void> pid1_steps(ChildPlan& p) {
-  const std::string& rootfs = p.paths->rootfs;
   sigset_t init_set;
   sigemptyset(&init_set);
   for (int sig : kInitSignals) sigaddset(&init_set, sig);
@@ -278,17 +279,17 @@ Result<void> pid1_steps(ChildPlan& p) {
   QF_TRY(mount_overlay(*p.paths));
   // On the merged tree, the one the sandbox will see: a symlinked /proc is refused here too
   // (validate() checked the layers; this closes the gap to the mount).
-  QF_TRY(prepare_mount_points(rootfs));
+  QF_TRY(prepare_mount_points(*p.paths));
   // /proc after the pid namespace exists: it shows that namespace (we are its pid 1).
-  QF_TRY(mount_proc(rootfs));
+  QF_TRY(mount_proc(*p.paths));
   // /dev before pivot_root: its nodes are bound from the host's /dev.
-  QF_TRY(mount_dev(rootfs));
-  QF_TRY(mount_sys(rootfs));
-  QF_TRY(mount_tmp(rootfs));
+  QF_TRY(mount_dev(*p.paths));
+  QF_TRY(mount_sys(*p.paths));
+  QF_TRY(mount_tmp(*p.paths));
   // Masks after /proc, /sys and /dev: /dev/null is bound over masked files.
-  QF_TRY(mask_paths(rootfs));
+  QF_TRY(mask_paths(*p.paths));
   // pivot_root after every mount that needs a host path; the host's tree is then detached.
-  QF_TRY(pivot_into(rootfs));
+  QF_TRY(pivot_into(p.paths->rootfs));
   QF_TRY(set_hostname(p.hostname));
   if (p.spec->net == NetMode::kNone) QF_TRY(bring_up_loopback());
   // Read-only last among the mounts: the ones above create their mount points in the root.
@@ -555,6 +556,9 @@ Result<void> Sandbox::spawn() {
     p.path_dirs.push_back(path_value.substr(start, colon - start));
     if (colon == std::string::npos) break;
     start = colon + 1;
+  }
+  for (const auto& dir : p.path_dirs) {
+    p.path_candidates.push_back((dir.empty() ? "." : dir) + "/" + spec_.argv[0]);
   }
   p.argv = c_strings(p.argv_storage);
   p.envp = c_strings(p.env_storage);

@@ -65,6 +65,9 @@ Result<void> validate(const SandboxSpec& spec);
 // The qufop-init next to the running binary (/proc/self/exe's directory), or $QUFOP_INIT.
 std::string default_init_path();
 
+// One sandbox. Thread-compatible (one thread at a time per Sandbox); starting many from many
+// threads at once is safe. pid 1 is a child of the starting process: nothing else in it may reap
+// children it did not start (no waitpid(-1), no SIGCHLD set to SIG_IGN).
 class Sandbox {
  public:
   // Validates, then runs the steps; on failure everything done so far is undone and the error

@@ -232,16 +232,13 @@ class SandboxRoot : public ::testing::Test {
     if (::pipe2(p, O_CLOEXEC) != 0) return Error::sys("pipe2", errno);
     auto pump =
         std::make_unique<OutputPump>(std::move(*log), std::vector<OutputPump::Source>{{p[0], -1}});
-    pump->start();
     StartOptions o = options();
     o.stdout_fd = p[1];
     o.stderr_fd = p[1];
     auto sb = Sandbox::start(spec, o);
     ::close(p[1]);
-    if (!sb) {
-      (void)pump->join();
-      return sb.error();
-    }
+    if (!sb) return sb.error();
+    pump->start();
     started_.push_back({std::move(*sb), std::move(pump), log_path});
     return &started_.back();
   }
@@ -348,6 +345,15 @@ TEST_F(SandboxRoot, PidOneIsInitAndNoHostProcessIsVisible) {
   EXPECT_THAT(init_cmd, ::testing::StartsWith("qufop-init 2 "));
   // init, sh, ls and grep (and the subshell of the pipeline): nothing of the host's hundreds.
   EXPECT_LE(std::stoi(count), 5) << r.output;
+}
+
+TEST_F(SandboxRoot, BackgroundProcessesEndWithTheMainProcess) {
+  // The sleep holds stdout open; it dies with pid 1 when the main shell exits.
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = run(shell("sleep 1000 & echo started"));
+  EXPECT_EQ(r.status.code, 0);
+  EXPECT_EQ(r.output, "started\n");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(5000));
 }
 
 TEST_F(SandboxRoot, InitReapsOrphans) {
