@@ -14,6 +14,7 @@
 #include <future>
 #include <iostream>
 
+#include "netfilter/network.h"
 #include "noded/cgroup.h"
 #include "noded/logs.h"
 #include "noded/mounts.h"
@@ -76,7 +77,7 @@ Result<void> mkdir_p(const std::string& dir) {
 }  // namespace
 
 std::vector<FlagSpec> run_flags() {
-  return {
+  std::vector<FlagSpec> flags = {
       {"rootfs", "DIR", "the root filesystem (a directory; required)", "", false},
       {"memory", "SIZE", "memory limit, swap off (64m, 1g)", "", false},
       {"cpus", "N", "cpu limit in cpus (0.5)", "", false},
@@ -86,7 +87,13 @@ std::vector<FlagSpec> run_flags() {
       {"env", "K=V", "an environment variable", "", true},
       {"workdir", "DIR", "working directory in the rootfs", "/", false},
       {"hostname", "NAME", "hostname (default: the sandbox id)", "", false},
-      {"net", "MODE", "none (own network namespace, loopback only) or host", "none", false},
+      {"net", "MODE",
+       "none (own network namespace, loopback only), host, or bridge (a veth on the node "
+       "bridge, with --publish)",
+       "none", false},
+      {"publish", "HOSTPORT:PORT",
+       "with --net bridge: publish instance PORT on host HOSTPORT (0 = allocate; printed)", "",
+       false},
       {"stop-wait", "DURATION", "on SIGTERM/SIGINT: time for the command to exit before SIGKILL",
        "10s", false},
       {"state-dir", "DIR", "where the sandbox's run dir is made", "/run/qufop", false},
@@ -96,6 +103,8 @@ std::vector<FlagSpec> run_flags() {
       {"seccomp-cache", "DIR", "cache of the compiled seccomp profile", "/var/cache/qufop", false},
       {"init", "PATH", "the qufop-init binary (default: next to qufop-noded)", "", false},
   };
+  for (auto& f : netfilter::network_flags()) flags.push_back(std::move(f));
+  return flags;
 }
 
 Result<SandboxSpec> spec_from_flags(const Flags& flags, int pid) {
@@ -142,8 +151,13 @@ Result<SandboxSpec> spec_from_flags(const Flags& flags, int pid) {
     spec.net = NetMode::kNone;
   } else if (net == "host") {
     spec.net = NetMode::kHost;
+  } else if (net == "bridge") {
+    spec.net = NetMode::kNamespace;  // the namespace is made and wired by run_main
   } else {
-    return Error::invalid("--net '" + net + "': expected none or host");
+    return Error::invalid("--net '" + net + "': expected none, host or bridge");
+  }
+  if (flags.given("publish") && net != "bridge") {
+    return Error::invalid("--publish needs --net bridge");
   }
   auto sw = parse_duration_ms(flags.get("stop-wait"));
   if (!sw) return sw.error().wrap("--stop-wait");
@@ -211,6 +225,72 @@ int exit_code(const std::optional<ExitStatus>& status, const SandboxSpec& spec) 
   return kExitOom;
 }
 
+// --net bridge: a fresh network namespace wired to the node bridge (netfilter), with the
+// instance port published; the destructor unpublishes and releases the address, and the veth
+// goes away with the namespace.
+class BridgeAttachment {
+ public:
+  static Result<std::unique_ptr<BridgeAttachment>> open(const Flags& flags, const std::string& id) {
+    auto ports = parse_publish(flags.get("publish"));
+    if (!ports) return ports.error();
+    auto net = netfilter::NodeNetwork::open(
+        netfilter::network_config_from_flags(flags, flags.get("state-dir") + "/net"));
+    if (!net) return net.error();
+    if (auto r = (*net)->setup_node(); !r) return r.error().wrap("node network");
+    auto ns = netfilter::create_netns();
+    if (!ns) return ns.error();
+    std::unique_ptr<BridgeAttachment> self(new BridgeAttachment(std::move(*net), *ns, id));
+    auto a = self->net_->attach(id, netfilter::NetnsRef::from_fd(*ns), ports->second, ports->first);
+    if (!a) return a.error();
+    self->attached_ = true;
+    if (a->host_port != 0) {
+      std::cerr << kProgram << ": published host port " << a->host_port << " -> " << a->ip.str()
+                << ":" << a->instance_port << "\n";
+    }
+    return self;
+  }
+
+  ~BridgeAttachment() {
+    if (attached_) {
+      auto r = net_->detach(id_, netfilter::LinkTeardown::kGoesWithNetns);
+      if (!r) std::cerr << kProgram << ": network teardown: " << r.error().message << "\n";
+    }
+    ::close(netns_);
+    // The last runner on a host without noded takes the bridge and the table with it, so a
+    // one-shot run leaves nothing behind. (Under noded, noded owns them and they stay.)
+    if (net_->attachments().empty()) {
+      auto r = net_->teardown_node();
+      if (!r) std::cerr << kProgram << ": node network teardown: " << r.error().message << "\n";
+    }
+  }
+
+  std::string netns_path() const { return "/proc/self/fd/" + std::to_string(netns_); }
+
+ private:
+  BridgeAttachment(std::unique_ptr<netfilter::NodeNetwork> net, int netns, std::string id)
+      : net_(std::move(net)), netns_(netns), id_(std::move(id)) {}
+
+  // "HOSTPORT:PORT" -> {host port (0 = allocate), instance port}; empty -> nothing published.
+  static Result<std::pair<uint16_t, uint16_t>> parse_publish(const std::string& text) {
+    if (text.empty()) return std::pair<uint16_t, uint16_t>{0, 0};
+    auto colon = text.find(':');
+    auto bad =
+        Error::invalid("--publish '" + text + "': expected HOSTPORT:PORT (HOSTPORT 0 = any)");
+    if (colon == std::string::npos) return bad;
+    char* end = nullptr;
+    unsigned long host = std::strtoul(text.c_str(), &end, 10);
+    if (end != text.c_str() + colon || host > 65535) return bad;
+    unsigned long port = std::strtoul(text.c_str() + colon + 1, &end, 10);
+    if (*end != '\0' || port == 0 || port > 65535 || colon + 1 == text.size()) return bad;
+    return std::pair<uint16_t, uint16_t>{static_cast<uint16_t>(host), static_cast<uint16_t>(port)};
+  }
+
+  std::unique_ptr<netfilter::NodeNetwork> net_;
+  int netns_;
+  std::string id_;
+  bool attached_ = false;
+};
+
 }  // namespace
 
 int run_main(int argc, char** argv) {
@@ -226,8 +306,10 @@ int run_main(int argc, char** argv) {
   }
   auto spec = spec_from_flags(flags, static_cast<int>(::getpid()));
   if (!spec) return fail(kExitRuntime, spec.error().message);
-  // Bad input is refused before anything is created.
-  if (auto r = validate(*spec); !r.ok()) return fail(kExitRuntime, r.error().message);
+  // Bad input is refused before anything is created (the bridge's namespace comes below).
+  SandboxSpec check = *spec;
+  if (check.net == NetMode::kNamespace) check.net = NetMode::kNone;
+  if (auto r = validate(check); !r.ok()) return fail(kExitRuntime, r.error().message);
   StartOptions options;
   options.init_path = flags.get("init").empty() ? default_init_path() : flags.get("init");
   if (::access(options.init_path.c_str(), X_OK) != 0) {
@@ -275,6 +357,16 @@ int run_main(int argc, char** argv) {
   options.stdout_fd = out[1];
   options.stderr_fd = err[1];
 
+  std::unique_ptr<BridgeAttachment> bridge;
+  if (spec->net == NetMode::kNamespace) {
+    auto b = BridgeAttachment::open(flags, spec->id);
+    if (!b) {
+      remove_own_log();
+      return fail(kExitRuntime, b.error().message);
+    }
+    bridge = std::move(*b);
+    spec->net_namespace_path = bridge->netns_path();
+  }
   auto sandbox = Sandbox::start(*spec, options);
   // Only the sandbox writes to the pipes now: EOF comes when its last process is gone.
   ::close(out[1]);
@@ -293,6 +385,7 @@ int run_main(int argc, char** argv) {
   if (!released.ok()) {
     std::cerr << kProgram << ": releasing the sandbox: " << released.error().message << "\n";
   }
+  bridge.reset();  // before _exit(): unpublish and release the address
   int code = exit_code(status, *spec);
   // Everything is released and every byte of output written: skip the libraries' exit handlers
   // (OpenSSL's cleanup alone is a good part of a millisecond) — the kernel frees the rest.

@@ -1,8 +1,13 @@
 // `qufop-noded run`: one sandbox, in the foreground, for operators and benchmarks.
 //
 //   qufop-noded run --rootfs DIR [--memory 64m] [--cpus 0.5] [--pids 64] [--readonly]
-//     [--user UID:GID] [--env K=V]... [--workdir D] [--hostname H] [--net none|host]
-//     [--stop-wait S] -- CMD ARGS...
+//     [--user UID:GID] [--env K=V]... [--workdir D] [--hostname H] [--net none|host|bridge]
+//     [--publish HOSTPORT:PORT] [--stop-wait S] -- CMD ARGS...
+//
+// --net bridge: the sandbox gets its own network namespace with a veth on the node bridge
+// (netfilter: qf0, 10.88.0.0/24 by default; --net-* flags), and --publish makes instance PORT
+// reachable on host HOSTPORT (0 = allocated; printed on stderr), also via 127.0.0.1. All of it
+// is undone when the runner exits; the last runner also removes the bridge and the table.
 //
 // Exits with the command's exit code, 128+N when signal N killed it, 137 (saying so on stderr)
 // after an OOM kill; 2 for a command line it cannot parse, 125 when the sandbox cannot be built

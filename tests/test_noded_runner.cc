@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -306,6 +307,53 @@ TEST_F(Runner, BadInputIsOneLineAndLeavesNothing) {
   Child c({binary("noded/qufop-noded"), "run", "--rootfs", rootfs_});
   EXPECT_EQ(c.wait(milliseconds(10'000)), 2);
   EXPECT_THAT(c.err(), HasSubstr("no command given"));
+}
+
+// --net bridge --publish: an instance serving on 9100 answers on its published host port from
+// the node (127.0.0.1), and when the runner ends its veth, address, rules and (being the last
+// one) the bridge and table are gone. A bridge, subnet and state of the test's own, so tests
+// and a node's real network never meet.
+TEST_F(Runner, BridgePublishServesOnTheHostPortAndLeavesNothing) {
+  std::string bridge = "qft" + std::to_string(::getpid() % 100000);
+  std::string www = rootfs_ + "/www-" + std::to_string(::getpid());
+  fs::create_directories(www);
+  std::ofstream(www + "/index.html") << "hello from the sandbox\n";
+  Child& c =
+      spawn({"--net", "bridge", "--publish", "0:9100", "--net-bridge", bridge, "--net-subnet",
+             "10.231.7.0/24", "--net-host-ports", "31000-31099", "--stop-wait", "2s"},
+            {"/bin/httpd", "-f", "-p", "9100", "-h", "/www-" + std::to_string(::getpid())});
+  ASSERT_TRUE(c.pump(milliseconds(10'000), [&] {
+    return c.err().find("published host port") != std::string::npos;
+  })) << c.err();
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(
+      c.err(), m, std::regex("published host port (\\d+) -> (10\\.231\\.7\\.\\d+):9100")))
+      << c.err();
+  std::string port = m[1];
+  std::string body;
+  for (int i = 0; i < 50 && body.find("hello") == std::string::npos; ++i) {
+    FILE* p = ::popen(("curl -s -m 2 http://127.0.0.1:" + port + "/index.html").c_str(), "r");
+    char buf[256];
+    body.clear();
+    while (p && fgets(buf, sizeof buf, p)) body += buf;
+    if (p) ::pclose(p);
+    if (body.empty()) std::this_thread::sleep_for(milliseconds(100));
+  }
+  EXPECT_EQ(body, "hello from the sandbox\n");
+  c.signal(SIGTERM);
+  EXPECT_EQ(c.wait(milliseconds(10'000)), 128 + SIGTERM);
+  fs::remove_all(www);
+  EXPECT_FALSE(fs::exists("/sys/class/net/" + bridge)) << "bridge left behind";
+  FILE* p = ::popen("nft list tables 2>&1", "r");
+  std::string tables;
+  char buf[256];
+  while (p && fgets(buf, sizeof buf, p)) tables += buf;
+  if (p) ::pclose(p);
+  EXPECT_EQ(tables.find("qufop"), std::string::npos) << tables;
+  // The node network's state dir stays (it holds only its lock file, as /run/qufop/net does on
+  // a node), and no lease is left in it.
+  EXPECT_FALSE(fs::exists(dir_ + "/run/net/ipam"));
+  fs::remove_all(dir_ + "/run/net");
 }
 
 }  // namespace
