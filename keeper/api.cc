@@ -6,6 +6,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <functional>
 #include <list>
 #include <mutex>
 
@@ -53,6 +54,20 @@ http::Response answer(StoreResult<T> r, json::Value (*encode)(const T&)) {
   return ok_json(encode(std::get<T>(r)));
 }
 
+// A store completion that answers the request: it runs on the store's writer thread, and
+// Responder::send hands the response to the connection's own executor.
+template <class T>
+Store::Done<T> reply(http::Responder res, json::Value (*encode)(const T&)) {
+  // shared_ptr: std::function needs a copyable callable, and a Responder is move-only.
+  return [res = std::make_shared<http::Responder>(std::move(res)), encode](StoreResult<T> r) {
+    res->send(answer<T>(std::move(r), encode));
+  };
+}
+
+json::Value encode_revoke(const ResponseHeader& h) {
+  return json::Object{{"header", codec::encode_header(h)}};
+}
+
 }  // namespace
 
 // One open watch stream: the store's watch plus the HTTP stream it feeds.
@@ -80,20 +95,17 @@ struct WatchStream {
 };
 
 struct Api::Impl {
+  // A handler gets the parsed body on the io thread and answers through the Responder, inline
+  // (reads: WAL readers never wait for the writer's fsync) or from a store completion (writes).
+  using Handler = std::function<void(const json::Value&, http::Responder)>;
+
   Impl(net::io_context& io, Store& s, Metrics& m, ApiOptions o)
-      : store(s),
-        metrics(m),
-        options(o),
-        pool(o.worker_threads),
-        lease_timer(io),
-        watch_timer(io) {}
+      : store(s), metrics(m), options(o), background(1), lease_timer(io), watch_timer(io) {}
 
   void register_routes(http::Server& server);
-  // Runs fn(parsed JSON body) on the worker pool and sends what it returns.
-  void on_pool(http::Responder res, std::string body,
-               std::function<http::Response(const json::Value&)> fn);
-  void route(http::Server& server, const char* path,
-             std::function<http::Response(const json::Value&)> fn);
+  void register_lease_routes(http::Server& server);
+  void route(http::Server& server, const char* path, Handler fn);
+  void keepalive(int64_t id, http::Responder res);
   void start_watch(const json::Value& body, http::Responder res);
   void tick_leases();
   void tick_watches();
@@ -101,7 +113,9 @@ struct Api::Impl {
   Store& store;
   Metrics& metrics;
   ApiOptions options;
-  net::thread_pool pool;
+  // The only blocking work left: lease expiry (a blocking write) and destroying watches
+  // (which waits out their callbacks); neither may hold up the io threads.
+  net::thread_pool background;
   net::steady_timer lease_timer;
   net::steady_timer watch_timer;
   std::atomic<bool> stopped{false};
@@ -109,84 +123,92 @@ struct Api::Impl {
   std::list<std::shared_ptr<WatchStream>> watches;
 };
 
-void Api::Impl::on_pool(http::Responder res, std::string body,
-                        std::function<http::Response(const json::Value&)> fn) {
-  net::post(pool, [res = std::move(res), body = std::move(body), fn = std::move(fn)]() mutable {
-    auto parsed = json::parse(body.empty() ? std::string_view("{}") : std::string_view(body));
+void Api::Impl::route(http::Server& server, const char* path, Handler fn) {
+  server.route_async("POST", path, [fn = std::move(fn)](http::Request req, http::Responder res) {
+    auto parsed =
+        json::parse(req.body.empty() ? std::string_view("{}") : std::string_view(req.body));
     if (!parsed) return res.send(bad_request(parsed.error()));
-    res.send(fn(*parsed));
-  });
-}
-
-void Api::Impl::route(http::Server& server, const char* path,
-                      std::function<http::Response(const json::Value&)> fn) {
-  server.route_async("POST", path, [this, fn](http::Request req, http::Responder res) {
-    on_pool(std::move(res), std::move(req.body), fn);
+    fn(*parsed, std::move(res));
   });
 }
 
 void Api::Impl::register_routes(http::Server& server) {
-  route(server, "/v3/kv/range", [this](const json::Value& v) {
+  route(server, "/v3/kv/range", [this](const json::Value& v, http::Responder res) {
     auto r = codec::parse_range(v);
-    return r ? answer<RangeResponse>(store.range(*r), codec::encode) : bad_request(r.error());
+    res.send(r ? answer<RangeResponse>(store.range(*r), codec::encode) : bad_request(r.error()));
   });
-  route(server, "/v3/kv/put", [this](const json::Value& v) {
+  route(server, "/v3/kv/put", [this](const json::Value& v, http::Responder res) {
     auto r = codec::parse_put(v);
-    return r ? answer<PutResponse>(store.put(*r), codec::encode) : bad_request(r.error());
+    if (!r) return res.send(bad_request(r.error()));
+    store.put_async(std::move(*r), reply<PutResponse>(std::move(res), codec::encode));
   });
-  route(server, "/v3/kv/deleterange", [this](const json::Value& v) {
+  route(server, "/v3/kv/deleterange", [this](const json::Value& v, http::Responder res) {
     auto r = codec::parse_delete_range(v);
-    return r ? answer<DeleteRangeResponse>(store.delete_range(*r), codec::encode)
-             : bad_request(r.error());
+    if (!r) return res.send(bad_request(r.error()));
+    store.delete_range_async(std::move(*r),
+                             reply<DeleteRangeResponse>(std::move(res), codec::encode));
   });
-  route(server, "/v3/kv/txn", [this](const json::Value& v) {
+  route(server, "/v3/kv/txn", [this](const json::Value& v, http::Responder res) {
     auto r = codec::parse_txn(v);
-    return r ? answer<TxnResponse>(store.txn(*r), codec::encode) : bad_request(r.error());
+    if (!r) return res.send(bad_request(r.error()));
+    store.txn_async(std::move(*r), reply<TxnResponse>(std::move(res), codec::encode));
   });
-  route(server, "/v3/kv/compaction", [this](const json::Value& v) {
+  route(server, "/v3/kv/compaction", [this](const json::Value& v, http::Responder res) {
     auto r = codec::parse_compaction(v);
-    return r ? answer<CompactionResponse>(store.compact(*r), codec::encode)
-             : bad_request(r.error());
+    if (!r) return res.send(bad_request(r.error()));
+    store.compact_async(std::move(*r), reply<CompactionResponse>(std::move(res), codec::encode));
   });
-  route(server, "/v3/lease/grant", [this](const json::Value& v) {
-    auto r = codec::parse_lease_grant(v);
-    return r ? answer<LeaseGrantResponse>(store.lease_grant(*r), codec::encode)
-             : bad_request(r.error());
-  });
-  route(server, "/v3/lease/revoke", [this](const json::Value& v) {
-    auto id = codec::parse_lease_id(v);
-    if (!id) return bad_request(id.error());
-    auto r = store.lease_revoke(*id);
-    if (auto* err = std::get_if<StoreError>(&r)) return etcd_error(*err);
-    return ok_json(json::Object{{"header", codec::encode_header(std::get<ResponseHeader>(r))}});
-  });
-  route(server, "/v3/lease/keepalive", [this](const json::Value& v) {
-    auto id = codec::parse_lease_id(v);
-    if (!id) return bad_request(id.error());
-    auto r = store.lease_keepalive(*id);
-    if (auto* err = std::get_if<StoreError>(&r)) {
-      if (err->grpc_code != kGrpcNotFound) return etcd_error(*err);
-      // etcd's keep-alive stream answers an unknown lease with TTL 0, not an error.
-      LeaseKeepAliveResponse gone;
-      gone.header.revision = store.revision();
-      gone.id = *id;
-      r = gone;
-    }
-    // The gateway streams keep-alive responses, so each one is wrapped in "result".
-    return ok_json(json::Object{{"result", codec::encode(std::get<LeaseKeepAliveResponse>(r))}});
-  });
-  auto ttl = [this](const json::Value& v) {
-    auto r = codec::parse_lease_time_to_live(v);
-    return r ? answer<LeaseTimeToLiveResponse>(store.lease_time_to_live(r->first, r->second),
-                                               codec::encode)
-             : bad_request(r.error());
-  };
-  route(server, "/v3/lease/timetolive", ttl);
-  route(server, "/v3/kv/lease/timetolive", ttl);  // etcd serves both paths
+  register_lease_routes(server);
   server.route_async("POST", "/v3/watch", [this](http::Request req, http::Responder res) {
     auto parsed = json::parse(req.body);
     if (!parsed) return res.send(bad_request(parsed.error()));
     start_watch(*parsed, std::move(res));
+  });
+}
+
+void Api::Impl::register_lease_routes(http::Server& server) {
+  route(server, "/v3/lease/grant", [this](const json::Value& v, http::Responder res) {
+    auto r = codec::parse_lease_grant(v);
+    if (!r) return res.send(bad_request(r.error()));
+    store.lease_grant_async(std::move(*r),
+                            reply<LeaseGrantResponse>(std::move(res), codec::encode));
+  });
+  route(server, "/v3/lease/revoke", [this](const json::Value& v, http::Responder res) {
+    auto id = codec::parse_lease_id(v);
+    if (!id) return res.send(bad_request(id.error()));
+    store.lease_revoke_async(*id, reply<ResponseHeader>(std::move(res), encode_revoke));
+  });
+  route(server, "/v3/lease/keepalive", [this](const json::Value& v, http::Responder res) {
+    auto id = codec::parse_lease_id(v);
+    if (!id) return res.send(bad_request(id.error()));
+    keepalive(*id, std::move(res));
+  });
+  auto ttl = [this](const json::Value& v, http::Responder res) {
+    auto r = codec::parse_lease_time_to_live(v);
+    res.send(r ? answer<LeaseTimeToLiveResponse>(store.lease_time_to_live(r->first, r->second),
+                                                 codec::encode)
+               : bad_request(r.error()));
+  };
+  route(server, "/v3/lease/timetolive", ttl);
+  route(server, "/v3/kv/lease/timetolive", ttl);  // etcd serves both paths
+}
+
+void Api::Impl::keepalive(int64_t id, http::Responder res) {
+  auto shared = std::make_shared<http::Responder>(std::move(res));
+  // The store, not `this`: the completion may run on the writer thread after the Api is gone.
+  Store* st = &store;
+  store.lease_keepalive_async(id, [st, id, shared](StoreResult<LeaseKeepAliveResponse> r) {
+    if (auto* err = std::get_if<StoreError>(&r)) {
+      if (err->grpc_code != kGrpcNotFound) return shared->send(etcd_error(*err));
+      // etcd's keep-alive stream answers an unknown lease with TTL 0, not an error.
+      LeaseKeepAliveResponse gone;
+      gone.header.revision = st->revision();
+      gone.id = id;
+      r = gone;
+    }
+    // The gateway streams keep-alive responses, so each one is wrapped in "result".
+    shared->send(
+        ok_json(json::Object{{"result", codec::encode(std::get<LeaseKeepAliveResponse>(r))}}));
   });
 }
 
@@ -243,7 +265,7 @@ void Api::Impl::start_watch(const json::Value& body, http::Responder res) {
 
 void Api::Impl::tick_leases() {
   if (stopped) return;
-  net::post(pool, [this] { store.expire_leases(); });
+  net::post(background, [this] { store.expire_leases(); });
   lease_timer.expires_after(std::chrono::milliseconds(500));
   lease_timer.async_wait([this](boost::system::error_code ec) {
     if (!ec) tick_leases();
@@ -273,7 +295,7 @@ void Api::Impl::tick_watches() {
     }
   }
   // Destroying a Watch waits for its callbacks, so do it outside watches_mu and off the loop.
-  if (!gone.empty()) net::post(pool, [gone = std::move(gone)] {});
+  if (!gone.empty()) net::post(background, [gone = std::move(gone)] {});
   watch_timer.expires_after(std::chrono::milliseconds(250));
   watch_timer.async_wait([this](boost::system::error_code ec) {
     if (!ec) tick_watches();
@@ -306,12 +328,12 @@ void Api::shutdown() {
     streams.swap(impl_->watches);
   }
   for (auto& s : streams) s->end();
-  net::post(impl_->pool, [streams = std::move(streams)] {});
+  net::post(impl_->background, [streams = std::move(streams)] {});
 }
 
 Api::~Api() {
   shutdown();
-  impl_->pool.join();
+  impl_->background.join();
 }
 
 }  // namespace qufop::keeper

@@ -19,9 +19,6 @@ namespace qufop::keeper {
 class Store;
 
 struct ApiOptions {
-  // Store calls block until their group commit is durable, so they run on a pool this large:
-  // it bounds how many concurrent writers one commit can gather.
-  int worker_threads = 96;
   // A watch asked for progress_notify gets a header-only message after this much silence.
   int progress_interval_ms = 5'000;
 };
@@ -30,7 +27,7 @@ class Api {
  public:
   Api(boost::asio::io_context& io, http::Server& server, Store& store, Metrics& metrics,
       ApiOptions options = {});
-  ~Api();  // cancels every watch and joins the workers
+  ~Api();  // cancels every watch and joins the background thread
   Api(const Api&) = delete;
   Api& operator=(const Api&) = delete;
 

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <mutex>
 #include <vector>
 
@@ -135,6 +136,22 @@ Result<void> sync_parent_dir(const std::string& path) {
   return ok();
 }
 
+// The blocking form of an async store call: starts it and waits for its completion.
+template <class T, class Start>
+StoreResult<T> wait_for(Start start) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<StoreResult<T>> out;
+  start([&](StoreResult<T> r) {
+    std::lock_guard lock(mu);  // notified under the lock: the waiter's stack may go right after
+    out = std::move(r);
+    cv.notify_one();
+  });
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return out.has_value(); });
+  return std::move(*out);
+}
+
 void remove_file(const std::string& path) {
   ::unlink(path.c_str());
   ::unlink((path + "-journal").c_str());
@@ -157,6 +174,14 @@ class StoreImpl final : public Store {
   StoreResult<TxnResponse> txn(const TxnRequest& r) override;
   StoreResult<CompactionResponse> compact(const CompactionRequest& r) override;
 
+  void put_async(PutRequest r, Done<PutResponse> done) override;
+  void delete_range_async(DeleteRangeRequest r, Done<DeleteRangeResponse> done) override;
+  void txn_async(TxnRequest r, Done<TxnResponse> done) override;
+  void compact_async(CompactionRequest r, Done<CompactionResponse> done) override;
+  void lease_grant_async(LeaseGrantRequest r, Done<LeaseGrantResponse> done) override;
+  void lease_revoke_async(int64_t id, Done<ResponseHeader> done) override;
+  void lease_keepalive_async(int64_t id, Done<LeaseKeepAliveResponse> done) override;
+
   StoreResult<LeaseGrantResponse> lease_grant(const LeaseGrantRequest& r) override;
   StoreResult<ResponseHeader> lease_revoke(int64_t id) override;
   StoreResult<LeaseKeepAliveResponse> lease_keepalive(int64_t id) override;
@@ -170,8 +195,10 @@ class StoreImpl final : public Store {
  private:
   template <class T>
   StoreResult<T> read(const std::function<Outcome<T>(const View&)>& op);
-  template <class T>
-  StoreResult<T> write(const std::function<Outcome<T>(WriteCtx&)>& op);
+  // Queues op (Outcome<T>(WriteCtx&)) for the next group commit; done gets its result once
+  // the batch committed, or the batch's failure.
+  template <class T, class Op>
+  void write_async(Op op, Done<T> done);
   Result<HistoryChunk> read_history_chunk(const KeyRange& range, int64_t from, bool prev_kv);
 
   StoreOptions options_;
@@ -227,19 +254,19 @@ StoreResult<T> StoreImpl::read(const std::function<Outcome<T>(const View&)>& op)
   return std::move(*out);
 }
 
-template <class T>
-StoreResult<T> StoreImpl::write(const std::function<Outcome<T>(WriteCtx&)>& op) {
-  std::optional<StoreResult<T>> out;
-  Writer::Apply apply = [&](WriteCtx& ctx) {
-    auto outcome = op(ctx);
-    if (!outcome.ok()) {
-      ctx.fail(outcome.error());
-      return;
-    }
-    out = std::move(*outcome);
-  };
-  if (auto failure = writer_->execute(apply)) return *failure;
-  return std::move(*out);
+template <class T, class Op>
+void StoreImpl::write_async(Op op, Done<T> done) {
+  // Filled by op on the writer thread inside the batch, read by done after its COMMIT.
+  auto out = std::make_shared<std::optional<StoreResult<T>>>();
+  writer_->submit(
+      [op = std::move(op), out](WriteCtx& ctx) {
+        auto outcome = op(ctx);
+        if (!outcome.ok()) return ctx.fail(outcome.error());
+        *out = std::move(*outcome);
+      },
+      [out, done = std::move(done)](std::optional<EtcdError> failure) {
+        done(failure ? StoreResult<T>(std::move(*failure)) : std::move(**out));
+      });
 }
 
 Result<HistoryChunk> StoreImpl::read_history_chunk(const KeyRange& range, int64_t from,
@@ -268,47 +295,85 @@ StoreResult<RangeResponse> StoreImpl::range(const RangeRequest& r) {
   return read<RangeResponse>([&](const View& view) { return read_range(view, r); });
 }
 
+void StoreImpl::put_async(PutRequest r, Done<PutResponse> done) {
+  if (auto e = check_put(r, limits_)) return done(*e);
+  write_async<PutResponse>([r = std::move(r)](WriteCtx& ctx) { return apply_put(ctx, r); },
+                           std::move(done));
+}
+
+void StoreImpl::delete_range_async(DeleteRangeRequest r, Done<DeleteRangeResponse> done) {
+  if (auto e = check_delete(r)) return done(*e);
+  write_async<DeleteRangeResponse>(
+      [r = std::move(r)](WriteCtx& ctx) { return apply_delete(ctx, r); }, std::move(done));
+}
+
+void StoreImpl::txn_async(TxnRequest r, Done<TxnResponse> done) {
+  if (auto e = check_txn(r, limits_)) return done(*e);
+  // A txn that only reads needs no revision and no fsync.
+  if (is_read_only(r)) {
+    return done(read<TxnResponse>([&](const View& view) { return read_txn(view, r); }));
+  }
+  write_async<TxnResponse>([r = std::move(r)](WriteCtx& ctx) { return apply_txn(ctx, r); },
+                           std::move(done));
+}
+
+void StoreImpl::compact_async(CompactionRequest r, Done<CompactionResponse> done) {
+  write_async<CompactionResponse>([r](WriteCtx& ctx) { return apply_compact(ctx, r); },
+                                  std::move(done));
+}
+
+void StoreImpl::lease_grant_async(LeaseGrantRequest r, Done<LeaseGrantResponse> done) {
+  if (auto e = check_lease_grant(r)) return done(*e);
+  write_async<LeaseGrantResponse>([r](WriteCtx& ctx) { return apply_lease_grant(ctx, r); },
+                                  std::move(done));
+}
+
+void StoreImpl::lease_revoke_async(int64_t id, Done<ResponseHeader> done) {
+  write_async<ResponseHeader>([id](WriteCtx& ctx) { return apply_lease_revoke(ctx, id, false); },
+                              std::move(done));
+}
+
+void StoreImpl::lease_keepalive_async(int64_t id, Done<LeaseKeepAliveResponse> done) {
+  int64_t ttl = 0;
+  auto renewal = lessor_.renew(id, &ttl);
+  if (renewal == Lessor::Renewal::kRenewed) {
+    return done(LeaseKeepAliveResponse{{revision()}, id, ttl});
+  }
+  EtcdError not_found{kGrpcNotFound, kErrLeaseNotFound};
+  if (renewal != Lessor::Renewal::kExpired) return done(not_found);
+  // etcd answers a keep-alive of a lease that ran out only once its revoke is done.
+  write_async<ResponseHeader>(
+      [id](WriteCtx& ctx) { return apply_lease_revoke(ctx, id, true); },
+      [not_found, done = std::move(done)](StoreResult<ResponseHeader>) { done(not_found); });
+}
+
 StoreResult<PutResponse> StoreImpl::put(const PutRequest& r) {
-  if (auto e = check_put(r, limits_)) return *e;
-  return write<PutResponse>([&](WriteCtx& ctx) { return apply_put(ctx, r); });
+  return wait_for<PutResponse>([&](auto done) { put_async(r, std::move(done)); });
 }
 
 StoreResult<DeleteRangeResponse> StoreImpl::delete_range(const DeleteRangeRequest& r) {
-  if (auto e = check_delete(r)) return *e;
-  return write<DeleteRangeResponse>([&](WriteCtx& ctx) { return apply_delete(ctx, r); });
+  return wait_for<DeleteRangeResponse>([&](auto done) { delete_range_async(r, std::move(done)); });
 }
 
 StoreResult<TxnResponse> StoreImpl::txn(const TxnRequest& r) {
-  if (auto e = check_txn(r, limits_)) return *e;
-  // A txn that only reads needs no revision and no fsync.
-  if (is_read_only(r)) {
-    return read<TxnResponse>([&](const View& view) { return read_txn(view, r); });
-  }
-  return write<TxnResponse>([&](WriteCtx& ctx) { return apply_txn(ctx, r); });
+  return wait_for<TxnResponse>([&](auto done) { txn_async(r, std::move(done)); });
 }
 
 StoreResult<CompactionResponse> StoreImpl::compact(const CompactionRequest& r) {
-  return write<CompactionResponse>([&](WriteCtx& ctx) { return apply_compact(ctx, r); });
+  return wait_for<CompactionResponse>([&](auto done) { compact_async(r, std::move(done)); });
 }
 
 StoreResult<LeaseGrantResponse> StoreImpl::lease_grant(const LeaseGrantRequest& r) {
-  if (auto e = check_lease_grant(r)) return *e;
-  return write<LeaseGrantResponse>([&](WriteCtx& ctx) { return apply_lease_grant(ctx, r); });
+  return wait_for<LeaseGrantResponse>([&](auto done) { lease_grant_async(r, std::move(done)); });
 }
 
 StoreResult<ResponseHeader> StoreImpl::lease_revoke(int64_t id) {
-  return write<ResponseHeader>([&](WriteCtx& ctx) { return apply_lease_revoke(ctx, id, false); });
+  return wait_for<ResponseHeader>([&](auto done) { lease_revoke_async(id, std::move(done)); });
 }
 
 StoreResult<LeaseKeepAliveResponse> StoreImpl::lease_keepalive(int64_t id) {
-  int64_t ttl = 0;
-  auto renewal = lessor_.renew(id, &ttl);
-  if (renewal == Lessor::Renewal::kRenewed) return LeaseKeepAliveResponse{{revision()}, id, ttl};
-  // etcd answers a keep-alive of a lease that ran out only once its revoke is done.
-  if (renewal == Lessor::Renewal::kExpired) {
-    (void)write<ResponseHeader>([&](WriteCtx& ctx) { return apply_lease_revoke(ctx, id, true); });
-  }
-  return EtcdError{kGrpcNotFound, kErrLeaseNotFound};
+  return wait_for<LeaseKeepAliveResponse>(
+      [&](auto done) { lease_keepalive_async(id, std::move(done)); });
 }
 
 // An unknown lease is not an error here: etcd answers TTL -1.

@@ -1,7 +1,7 @@
 // keeper's store: etcd v3 semantics (revisions, MVCC history, txns, leases, watch, compaction)
 // on SQLite in WAL mode with synchronous=FULL. Writes from many threads are grouped into one
-// SQLite transaction and one fsync (group commit); a write returns only after its commit is
-// durable. Thread-safe.
+// SQLite transaction and one fsync (group commit); a write is acknowledged (returns, or runs its
+// completion) only after its commit is durable. Thread-safe.
 #pragma once
 
 #include <chrono>
@@ -59,6 +59,21 @@ class Store {
   virtual StoreResult<DeleteRangeResponse> delete_range(const DeleteRangeRequest& r) = 0;
   virtual StoreResult<TxnResponse> txn(const TxnRequest& r) = 0;
   virtual StoreResult<CompactionResponse> compact(const CompactionRequest& r) = 0;
+
+  // The same writes without a blocked thread: queued for the next group commit, `done` runs
+  // exactly once, on the writer thread right after the batch's COMMIT (or its failure, which
+  // fails every write of the batch) - or on the calling thread when no commit is needed (a
+  // request refused by its checks, a read-only txn, a keep-alive that renewed its lease).
+  // `done` must be quick and must not call a blocking write (it would wait for itself).
+  template <class T>
+  using Done = std::function<void(StoreResult<T>)>;
+  virtual void put_async(PutRequest r, Done<PutResponse> done) = 0;
+  virtual void delete_range_async(DeleteRangeRequest r, Done<DeleteRangeResponse> done) = 0;
+  virtual void txn_async(TxnRequest r, Done<TxnResponse> done) = 0;
+  virtual void compact_async(CompactionRequest r, Done<CompactionResponse> done) = 0;
+  virtual void lease_grant_async(LeaseGrantRequest r, Done<LeaseGrantResponse> done) = 0;
+  virtual void lease_revoke_async(int64_t id, Done<ResponseHeader> done) = 0;
+  virtual void lease_keepalive_async(int64_t id, Done<LeaseKeepAliveResponse> done) = 0;
 
   virtual StoreResult<LeaseGrantResponse> lease_grant(const LeaseGrantRequest& r) = 0;
   virtual StoreResult<ResponseHeader> lease_revoke(int64_t id) = 0;

@@ -66,17 +66,34 @@ std::vector<Event> WriteCtx::end_write() {
   return std::move(events_);
 }
 
-// Notified under the lock: once the caller sees `done` it returns and the Job is gone.
-void Writer::Job::finish() {
-  std::lock_guard lock(mu);
-  done = true;
-  cv.notify_one();
-}
+namespace {
 
-void Writer::Job::wait() {
-  std::unique_lock lock(mu);
-  cv.wait(lock, [this] { return done; });
-}
+// A blocked caller of execute_all(). (A mutex and condition variable rather than
+// std::binary_semaphore, whose acquire spins on sched_yield: with dozens of callers waiting
+// for one fsync that spinning eats the writer's CPU.)
+class Waiter {
+ public:
+  // Notified under the lock: once the caller sees `done_` it returns and the Waiter is gone.
+  void finish(std::optional<EtcdError> failure) {
+    std::lock_guard lock(mu_);
+    failure_ = std::move(failure);
+    done_ = true;
+    cv_.notify_one();
+  }
+  std::optional<EtcdError> wait() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return done_; });
+    return std::move(failure_);
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::optional<EtcdError> failure_;
+};
+
+}  // namespace
 
 Writer::Writer(sql::Db db, Lessor& lessor, Meta meta, size_t max_batch, OnCommit on_commit)
     : db_(std::move(db)),
@@ -96,39 +113,28 @@ Writer::~Writer() {
   thread_.join();
 }
 
-void Writer::enqueue(Job* job) {
+void Writer::submit(Apply apply, Done done) {
   {
     std::lock_guard lock(mu_);
-    queue_.push_back(job);
+    queue_.push_back(Job{std::move(apply), std::move(done)});
   }
   cv_.notify_one();
 }
 
-std::optional<EtcdError> Writer::execute(const Apply& apply) {
-  Job job;
-  job.apply = &apply;
-  enqueue(&job);
-  job.wait();
-  return std::move(job.failure);
-}
-
 std::vector<std::optional<EtcdError>> Writer::execute_all(const std::vector<Apply>& applies) {
-  std::vector<std::unique_ptr<Job>> jobs;
+  std::vector<std::unique_ptr<Waiter>> waiters;
   for (const auto& apply : applies) {
-    jobs.push_back(std::make_unique<Job>());
-    jobs.back()->apply = &apply;
-    enqueue(jobs.back().get());
+    auto* waiter = waiters.emplace_back(std::make_unique<Waiter>()).get();
+    submit(apply,
+           [waiter](std::optional<EtcdError> failure) { waiter->finish(std::move(failure)); });
   }
   std::vector<std::optional<EtcdError>> out;
-  for (auto& job : jobs) {
-    job->wait();
-    out.push_back(std::move(job->failure));
-  }
+  for (auto& waiter : waiters) out.push_back(waiter->wait());
   return out;
 }
 
 void Writer::loop() {
-  std::vector<Job*> batch;
+  std::vector<Job> batch;
   while (take(batch)) {
     commit(batch);
     batch.clear();
@@ -137,18 +143,18 @@ void Writer::loop() {
 
 // Waits for work and takes what is queued, up to max_batch: writes that arrive while a commit
 // is being fsynced form the next batch, so batches grow with the load by themselves.
-bool Writer::take(std::vector<Job*>& batch) {
+bool Writer::take(std::vector<Job>& batch) {
   std::unique_lock lock(mu_);
   cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
   if (queue_.empty()) return false;  // stopping, and every queued write is done
   while (!queue_.empty() && batch.size() < max_batch_) {
-    batch.push_back(queue_.front());
+    batch.push_back(std::move(queue_.front()));
     queue_.pop_front();
   }
   return true;
 }
 
-void Writer::commit(const std::vector<Job*>& batch) {
+void Writer::commit(std::vector<Job>& batch) {
   WriteCtx ctx(db_, lessor_, rng_, Meta{revision_.load(), compact_revision_.load()});
   std::vector<RevisionEvents> events;
   auto done = run_batch(ctx, batch, events);
@@ -157,15 +163,15 @@ void Writer::commit(const std::vector<Job*>& batch) {
     return;
   }
   publish(ctx, std::move(events));
-  for (Job* job : batch) job->finish();
+  for (Job& job : batch) job.done(std::nullopt);
 }
 
-Result<void> Writer::run_batch(WriteCtx& ctx, const std::vector<Job*>& batch,
+Result<void> Writer::run_batch(WriteCtx& ctx, std::vector<Job>& batch,
                                std::vector<RevisionEvents>& events) {
   int64_t start = ctx.rev();
   QF_TRY(db_.run("BEGIN IMMEDIATE"));
-  for (Job* job : batch) {
-    (*job->apply)(ctx);
+  for (Job& job : batch) {
+    job.apply(ctx);
     if (ctx.failure_) return *ctx.failure_;
     auto changes = ctx.end_write();
     if (!changes.empty()) events.push_back({ctx.rev(), std::move(changes)});
@@ -191,7 +197,7 @@ void Writer::publish(WriteCtx& ctx, std::vector<RevisionEvents> events) {
 
 // The batch is rolled back; the revision stays what the database says it is. Every write of
 // the batch fails, even those that were fine: none of them is durable.
-void Writer::recover(const std::vector<Job*>& batch, const Error& error) {
+void Writer::recover(std::vector<Job>& batch, const Error& error) {
   if (sqlite3_get_autocommit(db_.handle()) == 0) (void)db_.run("ROLLBACK");
   auto meta = read_meta(db_);
   if (meta.ok()) {
@@ -203,9 +209,8 @@ void Writer::recover(const std::vector<Job*>& batch, const Error& error) {
     compact_revision_.store(meta->compact_revision);
   }
   spdlog::error("keeper store: commit of {} writes failed: {}", batch.size(), error.message);
-  for (Job* job : batch) {
-    job->failure = EtcdError{kGrpcUnavailable, "keeper store: write failed: " + error.message};
-    job->finish();
+  for (Job& job : batch) {
+    job.done(EtcdError{kGrpcUnavailable, "keeper store: write failed: " + error.message});
   }
 }
 

@@ -1,8 +1,9 @@
 // keeper's single writer thread and its group commit: writes from concurrent callers queue up;
 // the writer takes up to max_batch of them and applies them in one SQLite transaction (one
 // fsync), each write at its own revision in queue order, then publishes and releases them.
-// A write returns only after its COMMIT succeeded; when a batch fails, every write of it fails
-// with Unavailable and nothing of it is visible.
+// A write is completed (its callback run, or its blocked caller woken) only after its COMMIT
+// succeeded; when a batch fails, every write of it fails with Unavailable and nothing of it is
+// visible.
 #pragma once
 
 #include <atomic>
@@ -81,45 +82,40 @@ class Writer {
   // the new revision and the events of the batch, one entry per revision.
   using OnCommit = std::function<void(int64_t revision, std::vector<RevisionEvents> events)>;
   using Apply = std::function<void(WriteCtx&)>;
+  // Runs on the writer thread once the write's batch committed (nullopt) or failed.
+  using Done = std::function<void(std::optional<EtcdError> failure)>;
 
   Writer(sql::Db db, Lessor& lessor, Meta meta, size_t max_batch, OnCommit on_commit);
   ~Writer();  // finishes the queued writes, then stops
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
 
-  // Runs `apply` in the next group commit. Returns the batch's failure (Unavailable) if its
-  // COMMIT failed; then whatever `apply` produced must be discarded.
-  std::optional<EtcdError> execute(const Apply& apply);
-  // The same for several writes queued together (consecutive revisions, maybe one commit).
+  // Queues `apply` for the next group commit and returns at once; `done` gets the batch's
+  // failure (Unavailable) if its COMMIT failed, and then whatever `apply` produced must be
+  // discarded. `done` must not wait for another write (it runs on the writer thread).
+  void submit(Apply apply, Done done);
+  // The blocking form for several writes queued together (consecutive revisions, maybe one
+  // commit): returns each one's failure once all are done.
   std::vector<std::optional<EtcdError>> execute_all(const std::vector<Apply>& applies);
 
   int64_t revision() const { return revision_.load(); }
   int64_t compact_revision() const { return compact_revision_.load(); }
 
  private:
-  // A queued write; lives on its caller's stack until finish() wakes the caller. (A mutex and
-  // condition variable rather than std::binary_semaphore, whose acquire spins on sched_yield:
-  // with dozens of callers waiting for one fsync that spinning eats the writer's CPU.)
+  // A queued write: what it does and whom to tell. No thread waits on it; a blocking caller
+  // waits on its own Waiter, which `done` signals.
   struct Job {
-    const Apply* apply = nullptr;
-    std::optional<EtcdError> failure;
-    void finish();
-    void wait();
-
-   private:
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
+    Apply apply;
+    Done done;
   };
 
-  void enqueue(Job* job);
   void loop();
-  bool take(std::vector<Job*>& batch);
-  void commit(const std::vector<Job*>& batch);
-  Result<void> run_batch(WriteCtx& ctx, const std::vector<Job*>& batch,
+  bool take(std::vector<Job>& batch);
+  void commit(std::vector<Job>& batch);
+  Result<void> run_batch(WriteCtx& ctx, std::vector<Job>& batch,
                          std::vector<RevisionEvents>& events);
   void publish(WriteCtx& ctx, std::vector<RevisionEvents> events);
-  void recover(const std::vector<Job*>& batch, const Error& error);
+  void recover(std::vector<Job>& batch, const Error& error);
 
   sql::Db db_;
   Lessor& lessor_;
@@ -131,7 +127,7 @@ class Writer {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job*> queue_;
+  std::deque<Job> queue_;
   bool stopping_ = false;
   std::thread thread_;  // last: starts after everything above exists
 };

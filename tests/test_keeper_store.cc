@@ -943,6 +943,56 @@ TEST_F(KeeperStore, ConcurrentPutsGetDistinctContiguousRevisions) {
   EXPECT_EQ(range(*s, "g/", prefix_end("g/")).count, kThreads * kPuts);
 }
 
+// The async API: one thread queues many writes without waiting; each completes exactly once,
+// after it is durable and visible, at consecutive revisions in queue order. Requests that need
+// no commit (refused by a check, read-only txns) complete on the caller's thread.
+TEST_F(KeeperStore, AsyncWritesCompleteOnceInQueueOrderAfterTheirCommit) {
+  auto s = open();
+  constexpr int kPuts = 300;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<int64_t> revisions;
+  int invisible = 0;
+  const auto caller = std::this_thread::get_id();
+  int inline_completions = 0;
+  for (int i = 0; i < kPuts; ++i) {
+    PutRequest r;
+    r.key = "async/" + std::to_string(i);
+    r.value = "v";
+    s->put_async(r, [&, key = r.key](StoreResult<PutResponse> out) {
+      int64_t rev = expect_ok(std::move(out)).header.revision;
+      bool seen = s->revision() >= rev;  // published before the completion runs
+      std::lock_guard lock(mu);
+      if (!seen) ++invisible;
+      if (std::this_thread::get_id() == caller) ++inline_completions;
+      revisions.push_back(rev);
+      cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 30s, [&] { return revisions.size() == kPuts; }));
+  }
+  for (int i = 0; i < kPuts; ++i) EXPECT_EQ(revisions[static_cast<size_t>(i)], i + 2);
+  EXPECT_EQ(invisible, 0);
+  EXPECT_EQ(inline_completions, 0);
+  EXPECT_EQ(get(*s, "async/7")->mod_revision, 9);
+
+  bool refused = false;
+  s->put_async(PutRequest{}, [&](StoreResult<PutResponse> out) {
+    refused = expect_error(std::move(out)).message == kErrEmptyKey;
+  });
+  EXPECT_TRUE(refused);  // an empty key: answered inline, nothing queued
+  TxnRequest read_only;
+  read_only.success.push_back(range_op("async/1"));
+  bool read = false;
+  s->txn_async(read_only, [&](StoreResult<TxnResponse> out) {
+    read = expect_ok(std::move(out)).responses.size() == 1;
+  });
+  EXPECT_TRUE(read);
+  EXPECT_EQ(s->revision(), 1 + kPuts);
+}
+
 // ---- watch --------------------------------------------------------------------------------------
 
 TEST_F(KeeperStore, WatchReplaysHistoryThenLiveWithPrevKv) {

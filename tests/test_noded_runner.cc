@@ -289,7 +289,8 @@ TEST_F(Runner, BadInputIsOneLineAndLeavesNothing) {
       {{"--pids", "1"}, {"true"}, 125, "--pids"},
       {{"--rootfs", evil}, {"true"}, 125, "/proc is a symlink; refusing"},
       {{"--user", "nobody"}, {"true"}, 125, "--user: uid 'nobody' is not a number"},
-      {{"--net", "bridge"}, {"true"}, 125, "--net 'bridge': expected none or host"},
+      {{"--net", "bogus"}, {"true"}, 125, "--net 'bogus': expected none, host or bridge"},
+      {{"--publish", "0:9100"}, {"true"}, 125, "--publish needs --net bridge"},
       {{"--stop-wait", "soon"}, {"true"}, 125, "--stop-wait"},
       {{"--bogus"}, {"true"}, 2, "unknown flag '--bogus'"},
   };
@@ -315,19 +316,29 @@ TEST_F(Runner, BadInputIsOneLineAndLeavesNothing) {
 // and a node's real network never meet.
 TEST_F(Runner, BridgePublishServesOnTheHostPortAndLeavesNothing) {
   std::string bridge = "qft" + std::to_string(::getpid() % 100000);
+  std::string subnet = "10.231." + std::to_string(::getpid() % 250) + ".0/24";
+  // Should the runner die before its own teardown (a failed assertion kills it), remove what
+  // it made, so later runs are not refused by a stale route.
+  struct Cleanup {
+    std::string bridge;
+    ~Cleanup() {
+      (void)!::system(("ip link del " + bridge + " 2>/dev/null").c_str());
+      (void)!::system("nft delete table ip qufop 2>/dev/null");
+    }
+  } cleanup{bridge};
   std::string www = rootfs_ + "/www-" + std::to_string(::getpid());
   fs::create_directories(www);
   std::ofstream(www + "/index.html") << "hello from the sandbox\n";
-  Child& c =
-      spawn({"--net", "bridge", "--publish", "0:9100", "--net-bridge", bridge, "--net-subnet",
-             "10.231.7.0/24", "--net-host-ports", "31000-31099", "--stop-wait", "2s"},
-            {"/bin/httpd", "-f", "-p", "9100", "-h", "/www-" + std::to_string(::getpid())});
+  Child& c = spawn({"--net", "bridge", "--publish", "0:9100", "--net-bridge", bridge,
+                    "--net-subnet", subnet, "--net-host-ports", "31000-31099", "--stop-wait", "2s"},
+                   {"/bin/httpd", "-f", "-p", "9100", "-h", "/www-" + std::to_string(::getpid())});
   ASSERT_TRUE(c.pump(milliseconds(10'000), [&] {
-    return c.err().find("published host port") != std::string::npos;
+    auto at = c.err().find("published host port");  // and the whole line
+    return at != std::string::npos && c.err().find('\n', at) != std::string::npos;
   })) << c.err();
   std::smatch m;
   ASSERT_TRUE(std::regex_search(
-      c.err(), m, std::regex("published host port (\\d+) -> (10\\.231\\.7\\.\\d+):9100")))
+      c.err(), m, std::regex("published host port (\\d+) -> (10\\.231\\.\\d+\\.\\d+):9100")))
       << c.err();
   std::string port = m[1];
   std::string body;

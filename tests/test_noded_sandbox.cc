@@ -871,7 +871,7 @@ TEST(RunnerFlags, RefuseNonsense) {
       {{"--pids", "1"}, "--pids"},
       {{"--user", "root"}, "--user: uid 'root'"},
       {{"--user", "1:x"}, "--user: gid 'x'"},
-      {{"--net", "bridge"}, "--net 'bridge'"},
+      {{"--net", "bogus"}, "--net 'bogus'"},
       {{"--stop-wait", "later"}, "--stop-wait"},
       {{"--log-keep", "0"}, "--log-keep"},
   };
