@@ -1,5 +1,6 @@
 #include "netfilter/rules.h"
 
+#include <dlfcn.h>
 #include <nftables/libnftables.h>
 
 #include <algorithm>
@@ -142,24 +143,74 @@ std::string render_delete_table() {
   return "table " + table_ref() + "\ndelete table " + table_ref() + "\n";
 }
 
+namespace {
+
+// libnftables, opened when the first NftOps is made rather than linked: it and its five
+// dependencies cost every start of qufop-noded about a millisecond of symbol resolution, and
+// only the node network needs them (a one-shot `run --net none` never does).
+struct NftApi {
+  nft_ctx* (*ctx_new)(uint32_t);
+  void (*ctx_free)(nft_ctx*);
+  int (*buffer_output)(nft_ctx*);
+  int (*buffer_error)(nft_ctx*);
+  const char* (*get_output_buffer)(nft_ctx*);
+  const char* (*get_error_buffer)(nft_ctx*);
+  int (*run_cmd_from_buffer)(nft_ctx*, const char*);
+};
+
+template <class Fn>
+bool bind(void* lib, const char* name, Fn*& fn) {
+  fn = reinterpret_cast<Fn*>(::dlsym(lib, name));
+  return fn != nullptr;
+}
+
+Result<const NftApi*> nft_api() {
+  static const Result<NftApi> api = []() -> Result<NftApi> {
+    void* lib = ::dlopen("libnftables.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+      return Error{"unavailable",
+                   std::string("libnftables: ") + ::dlerror() + " (install libnftables1)", 0};
+    }
+    NftApi a{};
+    if (!bind(lib, "nft_ctx_new", a.ctx_new) || !bind(lib, "nft_ctx_free", a.ctx_free) ||
+        !bind(lib, "nft_ctx_buffer_output", a.buffer_output) ||
+        !bind(lib, "nft_ctx_buffer_error", a.buffer_error) ||
+        !bind(lib, "nft_ctx_get_output_buffer", a.get_output_buffer) ||
+        !bind(lib, "nft_ctx_get_error_buffer", a.get_error_buffer) ||
+        !bind(lib, "nft_run_cmd_from_buffer", a.run_cmd_from_buffer)) {
+      return Error{"unavailable", std::string("libnftables: ") + ::dlerror(), 0};
+    }
+    return a;  // the library stays loaded for the life of the process
+  }();
+  if (!api) return api.error();
+  return &*api;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<LibNftables>> LibNftables::create() {
-  nft_ctx* ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+  auto loaded = nft_api();
+  if (!loaded) return loaded.error();
+  const NftApi& api = **loaded;
+  nft_ctx* ctx = api.ctx_new(NFT_CTX_DEFAULT);
   if (!ctx) return Error{"unavailable", "nft_ctx_new: cannot open a netfilter netlink socket", 0};
   std::unique_ptr<LibNftables> nft(new LibNftables(ctx));
-  if (nft_ctx_buffer_output(ctx) != 0 || nft_ctx_buffer_error(ctx) != 0) {
+  if (api.buffer_output(ctx) != 0 || api.buffer_error(ctx) != 0) {
     return Error{"internal", "nft_ctx_buffer_output: failed", 0};
   }
   return nft;
 }
 
-LibNftables::~LibNftables() { nft_ctx_free(ctx_); }
+// create() succeeded, so the API is loaded.
+LibNftables::~LibNftables() { (*nft_api())->ctx_free(ctx_); }
 
 Result<std::string> LibNftables::run_buffered(std::string_view script) {
   const std::string text(script);
-  const int rc = nft_run_cmd_from_buffer(ctx_, text.c_str());
+  const NftApi& api = **nft_api();
+  const int rc = api.run_cmd_from_buffer(ctx_, text.c_str());
   // Reading a buffer also resets it for the next command.
-  const char* out = nft_ctx_get_output_buffer(ctx_);
-  const char* err = nft_ctx_get_error_buffer(ctx_);
+  const char* out = api.get_output_buffer(ctx_);
+  const char* err = api.get_error_buffer(ctx_);
   if (rc != 0) {
     std::string msg = err && *err ? first_line(err) : "failed";
     std::string code =

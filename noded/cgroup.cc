@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -393,6 +394,19 @@ Result<std::unique_ptr<CgroupManager>> make_cgroup_manager(const std::string& ro
   if (!layout.ok()) return layout.error();
   if (layout->v2) return make_v2_manager(layout->v2_mount);
   return make_v1_manager(*layout);
+}
+
+ParentLock::ParentLock() {
+  (void)::mkdir("/run/qufop", 0755);
+  fd_ = ::open("/run/qufop/cgroup.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd_ >= 0) {
+    while (::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+    }
+  }
+}
+
+ParentLock::~ParentLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the lock
 }
 
 }  // namespace qufop::noded

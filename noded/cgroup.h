@@ -3,9 +3,9 @@
 // sit behind one interface; which one is detected from /proc/self/mountinfo.
 #pragma once
 
+#include <sys/types.h>
 #include <memory>
 #include <string>
-#include <sys/types.h>
 #include <vector>
 
 #include "common/result.h"
@@ -46,6 +46,10 @@ class CgroupManager {
   // Opens an existing one (re-adoption after a noded restart).
   virtual Result<std::unique_ptr<Cgroup>> open(const std::string& parent,
                                                const std::string& id) = 0;
+  // Removes `parent` (its deepest component first) where no group is left below it, so a host
+  // with no sandbox keeps no qufop cgroup. Best effort: a parent still in use stays. create()
+  // makes it again when needed, and retries when a concurrent prune took it meanwhile.
+  virtual void prune(const std::string& parent) = 0;
 };
 
 // The host's manager: v2 when /sys/fs/cgroup is cgroup2 with the needed controllers enabled,

@@ -94,6 +94,21 @@ bool poll_until(const std::function<bool()>& done, Clock::time_point until);
 Result<void> kill_until_empty(const std::function<Result<std::vector<pid_t>>()>& list,
                               Clock::time_point deadline, const std::string& what);
 
+// Serialises making and pruning parent groups across processes (noded, runners): without it a
+// prune() could remove a parent between another creator's check and its mkdir, and libcgroup
+// would then make the parent implicitly, without the cpuset a v1 group needs. An exclusive
+// flock on /run/qufop/cgroup.lock; without /run it locks nothing (best effort).
+class ParentLock {
+ public:
+  ParentLock();
+  ~ParentLock();
+  ParentLock(const ParentLock&) = delete;
+  ParentLock& operator=(const ParentLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 Result<std::unique_ptr<CgroupManager>> make_v1_manager(const CgroupLayout& layout);
 // `root` is the unified mount (or a plain directory standing in for it in tests).
 Result<std::unique_ptr<CgroupManager>> make_v2_manager(const std::string& root);

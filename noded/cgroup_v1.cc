@@ -289,12 +289,24 @@ class V1Manager : public CgroupManager {
         return Error{"already_exists", "cgroup v1: " + mount + "/" + path + " exists", EEXIST};
       }
     }
-    Rollback rollback(mounts_);
-    QF_TRY(ensure_parents(parent, rollback));
-    QF_TRY(make_group(path, controllers(), {}, rollback));
-    QF_TRY(apply(path, parent, limits));
-    rollback.commit();
-    return std::unique_ptr<Cgroup>(new V1Cgroup(path, mounts_));
+    ParentLock lock;
+    for (int attempt = 0;; ++attempt) {
+      auto made = try_create(parent, path, limits);
+      // A concurrent prune() may remove the parent between its creation and the group's.
+      if (made.ok() || attempt == 2 || parent_complete(parent)) return made;
+    }
+  }
+
+  void prune(const std::string& parent) override {
+    if (!validate_parent(parent).ok()) return;
+    ParentLock lock;
+    for (std::string prefix = parent; !prefix.empty();) {
+      for (const auto& [controller, mount] : mounts_) {
+        (void)::rmdir((mount + "/" + prefix).c_str());  // EBUSY while a group is below it
+      }
+      auto slash = prefix.rfind('/');
+      prefix = slash == std::string::npos ? std::string() : prefix.substr(0, slash);
+    }
   }
 
   Result<std::unique_ptr<Cgroup>> open(const std::string& parent, const std::string& id) override {
@@ -312,6 +324,23 @@ class V1Manager : public CgroupManager {
   }
 
  private:
+  Result<std::unique_ptr<Cgroup>> try_create(const std::string& parent, const std::string& path,
+                                             const Limits& limits) {
+    Rollback rollback(mounts_);
+    QF_TRY(ensure_parents(parent, rollback));
+    QF_TRY(make_group(path, controllers(), {}, rollback));
+    QF_TRY(apply(path, parent, limits));
+    rollback.commit();
+    return std::unique_ptr<Cgroup>(new V1Cgroup(path, mounts_));
+  }
+
+  bool parent_complete(const std::string& parent) const {
+    for (const auto& [controller, mount] : mounts_) {
+      if (!exists(mount + "/" + parent)) return false;
+    }
+    return true;
+  }
+
   std::vector<std::string> controllers() const {
     std::vector<std::string> out;
     for (const auto& [controller, mount] : mounts_) out.push_back(controller);

@@ -214,6 +214,27 @@ class V2Manager : public CgroupManager {
     if (files_.has(path)) {
       return Error{"already_exists", "cgroup v2: " + files_.abs(path) + " exists", EEXIST};
     }
+    ParentLock lock;
+    for (int attempt = 0;; ++attempt) {
+      auto made = try_create(parent, path, needed, limits);
+      // A concurrent prune() may remove the parent between its creation and the group's.
+      if (made.ok() || attempt == 2 || files_.has(parent)) return made;
+    }
+  }
+
+  void prune(const std::string& parent) override {
+    if (!validate_parent(parent).ok()) return;
+    ParentLock lock;
+    for (std::string prefix = parent; !prefix.empty();) {
+      if (!has_subgroup(prefix)) (void)files_.rmdir(prefix);
+      auto slash = prefix.rfind('/');
+      prefix = slash == std::string::npos ? std::string() : prefix.substr(0, slash);
+    }
+  }
+
+  Result<std::unique_ptr<Cgroup>> try_create(const std::string& parent, const std::string& path,
+                                             const std::vector<std::string>& needed,
+                                             const Limits& limits) {
     Rollback rollback(files_);
     QF_TRY(make_parents(parent, needed, rollback));
     auto made = files_.mkdir(path);
@@ -225,6 +246,16 @@ class V2Manager : public CgroupManager {
     QF_TRY(apply(path, limits));
     rollback.commit();
     return std::unique_ptr<Cgroup>(new V2Cgroup(files_, path));
+  }
+
+  // A plain test tree's rmdir deletes the files first, so never ask it to remove a parent
+  // that still has groups below it.
+  bool has_subgroup(const std::string& rel) const {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(files_.abs(rel), ec)) {
+      if (entry.is_directory(ec)) return true;
+    }
+    return false;
   }
 
   Result<std::unique_ptr<Cgroup>> open(const std::string& parent, const std::string& id) override {

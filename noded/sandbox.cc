@@ -528,6 +528,7 @@ Result<void> Sandbox::remove_cgroup() {
   }
   QF_TRY(r);
   cgroup_.reset();
+  options_.cgroups->prune(spec_.cgroup_parent);  // the last sandbox takes the parent with it
   return ok();
 }
 
