@@ -474,15 +474,15 @@ Result<std::unique_ptr<Sandbox>> Sandbox::start(const SandboxSpec& spec,
   QF_TRY(s->create_run_dir());
   rollback.add("run dir", [s] { return s->remove_run_dir(); });
   // The cgroup, with its limits, before the process exists: nothing runs unlimited.
-QF_TRY(s->create_cgroup());
+  QF_TRY(s->create_cgroup());
   rollback.add("cgroup", [s] { return s->remove_cgroup(); });
   // pid 1 in new namespaces; it builds the rootfs, then waits at sync 1.
-QF_TRY(s->spawn());
+  QF_TRY(s->spawn());
   rollback.add("process", [s] { return s->kill_process(); });
   // Into the cgroup, then sync 1: only then does pid 1 fork the command.
-QF_TRY(s->join_cgroup());
+  QF_TRY(s->join_cgroup());
   // sync 2: both execs done, or the error of the step that failed.
-QF_TRY(s->await_exec());
+  QF_TRY(s->await_exec());
   rollback.commit();
   return sb;
 }
@@ -528,7 +528,7 @@ Result<void> Sandbox::remove_cgroup() {
   }
   QF_TRY(r);
   cgroup_.reset();
-options_.cgroups->prune(spec_.cgroup_parent);  // the last sandbox takes the parent with it
+  options_.cgroups->prune(spec_.cgroup_parent);  // the last sandbox takes the parent with it
   return ok();
 }
 
@@ -754,9 +754,9 @@ Result<void> Sandbox::release() {
   // The processes first: a mount namespace and a cgroup live as long as a process in them.
   note(kill_all());
   // The cgroup once it is empty.
-note(remove_cgroup());
+  note(remove_cgroup());
   // The run dir last: nothing of it is mounted once the namespace is gone.
-note(remove_run_dir());
+  note(remove_run_dir());
   if (first.ok()) released_ = true;
   return first;
 }
