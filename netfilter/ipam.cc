@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "common/files.h"
+
 namespace qufop::netfilter {
 namespace {
 
@@ -407,24 +409,10 @@ Result<void> write_file_atomic(const std::string& path, std::string_view content
 namespace {
 
 // The whole file, or "" when it does not exist.
+// The state file's text; a missing file is an empty state.
 Result<std::string> read_text(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 && errno == ENOENT) return std::string();
-  if (fd < 0) return Error::sys("open(" + path + ")", errno);
-  std::string text;
-  char buf[4096];
-  while (true) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      return Error::sys("read(" + path + ")", err);
-    }
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
+  auto text = read_text_file(path);
+  if (!text && text.error().code == "not_found") return std::string();
   return text;
 }
 

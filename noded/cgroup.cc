@@ -18,6 +18,7 @@
 #include <string>
 #include <thread>
 
+#include "common/files.h"
 #include "noded/cgroup_internal.h"
 
 namespace qufop::noded {
@@ -261,25 +262,7 @@ FileValues v2_values(const Limits& limits) {
   return v;
 }
 
-Result<std::string> read_text(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Error::sys("open(" + path + ")", errno);
-  std::string out;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      return Error::sys("read(" + path + ")", err);
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return out;
-}
+Result<std::string> read_text(const std::string& path) { return read_text_file(path); }
 
 bool exists(const std::string& path) {
   struct stat st;
