@@ -1,18 +1,105 @@
 #include "builder/builder.h"
 
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "builder/build.h"
+#include "builder/descriptor.h"
+#include "builder/layer.h"
+#include "builder/oci.h"
+#include "builder/server.h"
+
 namespace qufop::builder {
 
 const DaemonInfo& info() {
-  static const DaemonInfo kInfo{"builder", "qufop-builder",
-                                "Builds UFOP descriptors into OCI images and serves them to nodes.",
-                                "127.0.0.1:7400"};
+  static const DaemonInfo kInfo{
+      "builder", "qufop-builder",
+      "Builds UFOP descriptors into OCI images and serves them to nodes.\n"
+      "Also: qufop-builder import NAME[:TAG] TAR [--data-dir DIR]",
+      "127.0.0.1:7400"};
   return kInfo;
 }
 
-std::vector<FlagSpec> flags() { return {}; }
+std::vector<FlagSpec> flags() {
+  return {
+      {"build-timeout", "DURATION", "a build_script running longer is stopped", "10m"},
+      {"build-memory", "SIZE", "memory limit of a build sandbox", "2g"},
+      {"build-cpus", "N", "cpu limit of a build sandbox", "2"},
+      {"max-builds", "N", "builds at once; more are answered 429", "2"},
+      {"max-upload", "SIZE", "largest unpacked upload", "2g"},
+      {"init", "PATH", "the qufop-init binary (default: next to qufop-builder, $QUFOP_INIT)", ""},
+  };
+}
+
+std::string images_dir(const std::string& data_dir) { return data_dir + "/builder/images"; }
+
+int import_main(int argc, const char* const* argv) {
+  const char* prog = "qufop-builder import";
+  Flags f(prog,
+          "usage: qufop-builder import NAME[:TAG] TAR [--data-dir DIR]\n"
+          "Imports a rootfs tarball as a one-layer base image.",
+          {{"data-dir", "DIR", "root of the node's qufop data", kDefaultDataDir}});
+  if (auto r = f.parse(argc, argv); !r) return report_fatal(prog, r.error().message, 2);
+  if (f.help_requested()) {
+    std::fputs(f.usage().c_str(), stdout);
+    return 0;
+  }
+  if (f.positional().size() != 2) {
+    return report_fatal(prog, "expected NAME[:TAG] and TAR (see --help)", 2);
+  }
+  const std::string& ref = f.positional()[0];
+  const std::string& tar = f.positional()[1];
+  std::string dir = images_dir(f.get("data-dir"));
+  if (auto r = make_dirs(dir, 0755); !r) return report_fatal(prog, r.error().message);
+  auto store = OciStore::open(dir);
+  if (!store) return report_fatal(prog, store.error().message);
+  auto manifest = import_rootfs_tarball(*store, ref, tar);
+  if (!manifest) return report_fatal(prog, manifest.error().wrap("import " + tar).message);
+  std::printf("imported %s as %s (%s)\n", tar.c_str(), ref.c_str(), manifest->digest.c_str());
+  return 0;
+}
 
 int run(const DaemonOptions& options) {
+  const std::string& binary = options.info.binary;
+  const Flags& f = options.flags;
+  BuildOptions bo;
+  bo.state_dir = options.state_dir();
+  if (bo.state_dir.empty() || bo.state_dir[0] != '/') {
+    std::error_code ec;
+    bo.state_dir = std::filesystem::absolute(bo.state_dir, ec).string();
+  }
+  bo.init_path = f.get("init");
+  auto timeout = parse_duration(f.get("build-timeout"));
+  if (!timeout) return report_fatal(binary, timeout.error().wrap("--build-timeout").message, 2);
+  bo.timeout = *timeout;
+  auto memory = parse_size(f.get("build-memory"));
+  if (!memory) return report_fatal(binary, memory.error().wrap("--build-memory").message, 2);
+  bo.memory_bytes = *memory;
+  char* end = nullptr;
+  bo.cpus = std::strtod(f.get("build-cpus").c_str(), &end);
+  if (*end != '\0' || !(bo.cpus > 0)) {
+    return report_fatal(binary, "--build-cpus: expected a number > 0", 2);
+  }
+  auto max_builds = f.get_int("max-builds", 1, 64);
+  if (!max_builds) return report_fatal(binary, max_builds.error().message, 2);
+  auto max_upload = parse_size(f.get("max-upload"));
+  if (!max_upload) return report_fatal(binary, max_upload.error().wrap("--max-upload").message, 2);
+  std::string images = images_dir(options.data_dir);
+  if (auto r = make_dirs(images, 0755); !r) {
+    return report_fatal(binary, "data dir: " + r.error().message);
+  }
+  auto store = OciStore::open(images);
+  if (!store) return report_fatal(binary, store.error().message);
+  auto builder = Builder::open(*store, bo);
+  if (!builder) return report_fatal(binary, "data dir: " + builder.error().message);
   Daemon daemon(options);
+  ServiceOptions so;
+  so.upload_dir = bo.state_dir + "/uploads";
+  so.max_builds = static_cast<int>(*max_builds);
+  so.upload_limits.max_bytes = *max_upload;
+  Service service(daemon.server(), **builder, so);
+  daemon.on_stop([&service] { service.shutdown(); });
   return daemon.run();
 }
 
