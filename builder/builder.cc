@@ -28,6 +28,7 @@ std::vector<FlagSpec> flags() {
       {"build-cpus", "N", "cpu limit of a build sandbox", "2"},
       {"max-builds", "N", "builds at once; more are answered 429", "2"},
       {"max-upload", "SIZE", "largest unpacked upload", "2g"},
+      {"max-request", "SIZE", "largest upload as sent (tar or tar.gz)", "512m"},
       {"init", "PATH", "the qufop-init binary (default: next to qufop-builder, $QUFOP_INIT)", ""},
   };
 }
@@ -93,7 +94,16 @@ int run(const DaemonOptions& options) {
   if (!store) return report_fatal(binary, store.error().message);
   auto builder = Builder::open(*store, bo);
   if (!builder) return report_fatal(binary, "data dir: " + builder.error().message);
-  Daemon daemon(options);
+  // The upload arrives as one request body (held in memory while it is extracted): allow
+  // compressed uploads up to --max-request, and a slow link the time to send them.
+  auto max_request = parse_size(f.get("max-request"));
+  if (!max_request) {
+    return report_fatal(binary, max_request.error().wrap("--max-request").message, 2);
+  }
+  http::ServerOptions server_options;
+  server_options.max_body_bytes = *max_request;
+  server_options.body_timeout = std::chrono::minutes(10);
+  Daemon daemon(options, 2, server_options);
   ServiceOptions so;
   so.upload_dir = bo.state_dir + "/uploads";
   so.max_builds = static_cast<int>(*max_builds);

@@ -87,7 +87,8 @@ std::variant<DaemonOptions, int> parse_daemon_command_line(const DaemonInfo& inf
 }
 
 struct Daemon::Impl {
-  Impl(const DaemonOptions& o, int n) : options(o), threads(n), server(ioc, {}, &metrics) {}
+  Impl(const DaemonOptions& o, int n, http::ServerOptions so)
+      : options(o), threads(n), server(ioc, std::move(so), &metrics) {}
 
   void begin_stop();
   void wait_for_drain(std::chrono::steady_clock::time_point deadline);
@@ -121,8 +122,8 @@ void Daemon::Impl::wait_for_drain(std::chrono::steady_clock::time_point deadline
       [this, deadline](boost::system::error_code) { wait_for_drain(deadline); });
 }
 
-Daemon::Daemon(const DaemonOptions& options, int threads)
-    : impl_(std::make_unique<Impl>(options, threads)) {
+Daemon::Daemon(const DaemonOptions& options, int threads, http::ServerOptions server_options)
+    : impl_(std::make_unique<Impl>(options, threads, std::move(server_options))) {
   auto& m = impl_->metrics;
   m.describe("qufop_build_info", Metrics::Type::kGauge, "Version of this qufop binary.");
   m.set("qufop_build_info", "component=\"" + options.info.name + "\",version=\"" QUFOP_VERSION "\"",

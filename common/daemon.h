@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/http_server.h"
 #include "common/result.h"
 
 namespace boost::asio {
@@ -19,9 +20,6 @@ class io_context;
 namespace qufop {
 
 class Metrics;
-namespace http {
-class Server;
-}
 
 struct DaemonInfo {
   std::string name;            // "keeper": the log name and the state subdirectory
@@ -52,7 +50,8 @@ std::variant<DaemonOptions, int> parse_daemon_command_line(const DaemonInfo& inf
 
 class Daemon {
  public:
-  explicit Daemon(const DaemonOptions& options, int threads = 2);
+  explicit Daemon(const DaemonOptions& options, int threads = 2,
+                  http::ServerOptions server_options = {});
   ~Daemon();
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
