@@ -5,14 +5,15 @@ namespace {
 
 // The WHERE clause of a key range: ?1 is the key, ?2 the range end (kSpan only). Statements
 // number their other parameters from ?3 so the range binds the same way everywhere.
-const char* key_clause(const KeyRange& r) {
+// `column` names the key column (a qualified name in joins).
+std::string key_clause(const KeyRange& r, const std::string& column = "key") {
   switch (r.kind) {
     case KeyRange::Kind::kOne:
-      return "key = ?1";
+      return column + " = ?1";
     case KeyRange::Kind::kSpan:
-      return "key >= ?1 AND key < ?2";
+      return column + " >= ?1 AND " + column + " < ?2";
     case KeyRange::Kind::kFrom:
-      return "key >= ?1";
+      return column + " >= ?1";
   }
   std::abort();
 }
@@ -42,12 +43,18 @@ Result<int64_t> single_int(sql::Query& q) {
   return *row ? q.i64(0) : 0;
 }
 
-// The latest row of every key at `revision`, tombstones included (the caller drops them).
-std::string latest_at_sql(const KeyRange& range, bool keys_only) {
-  // A bare column next to max() takes its value from the row holding the max (SQLite rule).
-  return std::string("SELECT key, ") + (keys_only ? "x''" : "value") +
-         " AS value, create_rev, max(rev) AS rev, version, lease, deleted FROM history WHERE " +
-         key_clause(range) + " AND rev <= ?4 GROUP BY key";
+// Every live key at revision ?4 (key, value, create_rev, rev, version, lease), unordered, with
+// no per-key index on history: a key unchanged since ?4 is as kv has it; a key changed after
+// ?4 is as its first change after ?4 names it (prev_rev; 0 when that change created it, the key
+// being absent at ?4). Costs one scan of the history after ?4.
+std::string live_at_sql(const KeyRange& range, bool keys_only) {
+  std::string value = keys_only ? "x''" : "value";
+  std::string pvalue = keys_only ? "x''" : "p.value";
+  return "SELECT key, " + value + " AS value, create_rev, mod_rev AS rev, version, lease FROM kv" +
+         " WHERE " + key_clause(range) + " AND mod_rev <= ?4 UNION ALL SELECT p.key, " + pvalue +
+         ", p.create_rev, p.rev, p.version, p.lease FROM history AS h JOIN history AS p" +
+         " ON p.rev = h.prev_rev AND p.key = h.key WHERE h.rev > ?4 AND h.prev_rev <= ?4 AND " +
+         key_clause(range, "h.key") + " AND p.deleted = 0";
 }
 
 Result<void> write_meta(sql::Db& db, const char* name, int64_t value) {
@@ -60,9 +67,11 @@ Result<void> write_meta(sql::Db& db, const char* name, int64_t value) {
 Result<std::optional<KeyValue>> version_before(sql::Db& db, const std::string& key,
                                                int64_t revision, int64_t compact_revision) {
   if (revision - 1 < compact_revision) return std::optional<KeyValue>();
+  // The change at `revision` names the version it replaced (prev_rev; 0 for a creation).
   auto q = db.query(
-      "SELECT value, create_rev, rev, version, lease, deleted FROM history"
-      " WHERE key = ?1 AND rev < ?3 ORDER BY rev DESC LIMIT 1");
+      "SELECT p.value, p.create_rev, p.rev, p.version, p.lease, p.deleted FROM history AS h"
+      " JOIN history AS p ON p.rev = h.prev_rev AND p.key = h.key"
+      " WHERE h.rev = ?3 AND h.key = ?1");
   if (!q.ok()) return q.error();
   q->bind(1, key).bind(3, revision);
   auto row = q->step();
@@ -188,7 +197,7 @@ Result<std::vector<KeyValue>> list_by_lease(sql::Db& db, int64_t lease) {
 Result<std::vector<KeyValue>> list_at(sql::Db& db, const KeyRange& range, int64_t revision,
                                       int64_t limit, bool keys_only) {
   auto q = db.query("SELECT key, value, create_rev, rev, version, lease FROM (" +
-                    latest_at_sql(range, keys_only) + ") WHERE deleted = 0 ORDER BY key LIMIT ?3");
+                    live_at_sql(range, keys_only) + ") ORDER BY key LIMIT ?3");
   if (!q.ok()) return q.error();
   bind_range(*q, range);
   q->bind(3, sql_limit(limit)).bind(4, revision);
@@ -196,14 +205,14 @@ Result<std::vector<KeyValue>> list_at(sql::Db& db, const KeyRange& range, int64_
 }
 
 Result<int64_t> count_at(sql::Db& db, const KeyRange& range, int64_t revision) {
-  auto q = db.query("SELECT count(*) FROM (" + latest_at_sql(range, true) + ") WHERE deleted = 0");
+  auto q = db.query("SELECT count(*) FROM (" + live_at_sql(range, true) + ")");
   if (!q.ok()) return q.error();
   bind_range(*q, range);
   q->bind(4, revision);
   return single_int(*q);
 }
 
-Result<void> store_put(sql::Db& db, const KeyValue& kv, int64_t sub) {
+Result<void> store_put(sql::Db& db, const KeyValue& kv, int64_t sub, int64_t prev_rev) {
   auto cur = db.query(
       "INSERT OR REPLACE INTO kv(key, value, create_rev, mod_rev, version, lease)"
       " VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
@@ -212,31 +221,33 @@ Result<void> store_put(sql::Db& db, const KeyValue& kv, int64_t sub) {
   cur->bind(4, kv.mod_revision).bind(5, kv.version).bind(6, kv.lease);
   QF_TRY(cur->run());
   auto hist = db.query(
-      "INSERT INTO history(key, rev, sub, value, create_rev, version, lease, deleted)"
-      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)");
+      "INSERT INTO history(key, rev, sub, value, create_rev, version, lease, deleted, prev_rev)"
+      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)");
   if (!hist.ok()) return hist.error();
   hist->bind(1, kv.key).bind(2, kv.mod_revision).bind(3, sub).bind(4, kv.value);
-  hist->bind(5, kv.create_revision).bind(6, kv.version).bind(7, kv.lease);
+  hist->bind(5, kv.create_revision).bind(6, kv.version).bind(7, kv.lease).bind(8, prev_rev);
   return hist->run();
 }
 
-Result<void> store_delete(sql::Db& db, std::string_view key, int64_t revision, int64_t sub) {
+Result<void> store_delete(sql::Db& db, std::string_view key, int64_t revision, int64_t sub,
+                          int64_t prev_rev) {
   auto cur = db.query("DELETE FROM kv WHERE key = ?1");
   if (!cur.ok()) return cur.error();
   QF_TRY(cur->bind(1, key).run());
   auto hist = db.query(
-      "INSERT INTO history(key, rev, sub, value, create_rev, version, lease, deleted)"
-      " VALUES (?1, ?2, ?3, x'', 0, 0, 0, 1)");
+      "INSERT INTO history(key, rev, sub, value, create_rev, version, lease, deleted, prev_rev)"
+      " VALUES (?1, ?2, ?3, x'', 0, 0, 0, 1, ?4)");
   if (!hist.ok()) return hist.error();
-  return hist->bind(1, key).bind(2, revision).bind(3, sub).run();
+  return hist->bind(1, key).bind(2, revision).bind(3, sub).bind(4, prev_rev).run();
 }
 
 // Reads at revision >= R need, per key, only the latest version at or below R, and not even
-// that when it is a tombstone (as etcd's compaction drops them).
+// that when it is a tombstone (as etcd's compaction drops them). A version is superseded when a
+// later change names it as its prev_rev.
 Result<void> compact_history(sql::Db& db, int64_t revision) {
   auto q = db.query(
-      "DELETE FROM history WHERE rev <= ?1 AND (deleted = 1 OR EXISTS (SELECT 1 FROM history"
-      " AS newer WHERE newer.key = history.key AND newer.rev > history.rev AND newer.rev <= ?1))");
+      "DELETE FROM history WHERE rev <= ?1 AND (deleted = 1 OR (rev, key) IN (SELECT prev_rev,"
+      " key FROM history WHERE rev <= ?1 AND prev_rev > 0))");
   if (!q.ok()) return q.error();
   return q->bind(1, revision).run();
 }

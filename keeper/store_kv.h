@@ -56,9 +56,11 @@ Result<std::vector<KeyValue>> list_at(sql::Db& db, const KeyRange& range, int64_
                                       int64_t limit, bool keys_only);
 Result<int64_t> count_at(sql::Db& db, const KeyRange& range, int64_t revision);
 
-// Writes: `kv` carries its new revision; `sub` orders changes within a revision.
-Result<void> store_put(sql::Db& db, const KeyValue& kv, int64_t sub);
-Result<void> store_delete(sql::Db& db, std::string_view key, int64_t revision, int64_t sub);
+// Writes: `kv` carries its new revision; `sub` orders changes within a revision; `prev_rev` is
+// the mod_revision of the version replaced (0 when the key did not exist).
+Result<void> store_put(sql::Db& db, const KeyValue& kv, int64_t sub, int64_t prev_rev);
+Result<void> store_delete(sql::Db& db, std::string_view key, int64_t revision, int64_t sub,
+                          int64_t prev_rev);
 // Drops the history nobody can read any more once reads below `revision` are refused.
 Result<void> compact_history(sql::Db& db, int64_t revision);
 

@@ -11,9 +11,9 @@ namespace {
 // kv holds the latest state (fast current reads); history holds every version and tombstone
 // (reads at a past revision, watch replay, prev_kv). history is keyed by revision so that a
 // batch appends to the same few pages instead of dirtying one random page per write (that
-// halved the WAL written per put); history_by_key serves the per-key lookups. Keys and values
+// halved the WAL written per put); per-key lookups follow prev_rev (migration 2). Keys and values
 // are BLOBs so they sort bytewise, as etcd's keys.
-constexpr std::array<const char*, 1> kMigrations = {
+constexpr std::array<const char*, 2> kMigrations = {
     // 1: the initial schema.
     "CREATE TABLE kv(key BLOB NOT NULL PRIMARY KEY, value BLOB NOT NULL,"
     "  create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL, version INTEGER NOT NULL,"
@@ -26,6 +26,15 @@ constexpr std::array<const char*, 1> kMigrations = {
     "CREATE TABLE leases(id INTEGER PRIMARY KEY, ttl INTEGER NOT NULL);"
     // An empty store is at revision 1, as etcd; -1 = never compacted (etcd's compactMainRev).
     "INSERT INTO meta(k, v) VALUES ('revision', 1), ('compact_revision', -1);",
+    // 2: history rows name the version they replaced (prev_rev, 0 for a creation) instead of
+    // an index by key: history_by_key cost every write a random index page (a third of the WAL
+    // written per put). prev_kv, reads at a past revision and compaction follow prev_rev.
+    // The backfill uses the index one last time. A creation is a put with create_rev = rev.
+    "ALTER TABLE history ADD COLUMN prev_rev INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE history SET prev_rev = coalesce((SELECT max(h.rev) FROM history AS h"
+    "  WHERE h.key = history.key AND h.rev < history.rev), 0)"
+    "  WHERE deleted = 1 OR create_rev != rev;"
+    "DROP INDEX history_by_key;",
 };
 
 const char* kRestoreHint = "restore a backup with `qufop-keeper restore BACKUP --data-dir DIR`";
@@ -63,10 +72,13 @@ Result<void> check_integrity(sql::Db& db) {
 Result<void> set_pragmas(sql::Db& db) {
   // WAL: readers never block on the writer; FULL: every COMMIT fsyncs the WAL, so an
   // acknowledged write survives power loss. busy_timeout only matters if another process
-  // holds the file (then writes fail with Unavailable rather than hang).
-  QF_TRY(
-      db.exec("PRAGMA busy_timeout=1000; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-              "PRAGMA cache_size=-16384; PRAGMA foreign_keys=OFF"));
+  // holds the file (then writes fail with Unavailable rather than hang). wal_autocheckpoint:
+  // checkpoint every 10,000 WAL pages (about 40 MB) rather than SQLite's 1,000, so a kv page
+  // rewritten by many batches is copied into the database once per checkpoint, not once per
+  // few batches (under 64 writers it cut the commit time by about a fifth).
+  QF_TRY(db.exec(
+      "PRAGMA busy_timeout=1000; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+      "PRAGMA cache_size=-16384; PRAGMA foreign_keys=OFF; PRAGMA wal_autocheckpoint=10000"));
   auto q = db.query("PRAGMA journal_mode");
   if (!q.ok()) return q.error();
   auto row = q->step();

@@ -16,14 +16,14 @@ Result<KeyValue> WriteCtx::put(const std::string& key, std::string value, int64_
   kv.create_revision = prev ? prev->create_revision : kv.mod_revision;
   kv.version = prev ? prev->version + 1 : 1;
   kv.lease = lease;
-  QF_TRY(store_put(db_, kv, sub_++));
+  QF_TRY(store_put(db_, kv, sub_++, prev ? prev->mod_revision : 0));
   events_.push_back(Event{Event::Type::kPut, kv, prev});
   return kv;
 }
 
 Result<void> WriteCtx::erase(const KeyValue& prev) {
   int64_t rev = rev_ + 1;
-  QF_TRY(store_delete(db_, prev.key, rev, sub_++));
+  QF_TRY(store_delete(db_, prev.key, rev, sub_++, prev.mod_revision));
   Event e{Event::Type::kDelete, KeyValue{}, prev};
   e.kv.key = prev.key;
   e.kv.mod_revision = rev;

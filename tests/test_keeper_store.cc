@@ -852,7 +852,7 @@ TEST_F(KeeperStore, SchemaVersionIsRecordedAndANewerOneRefused) {
       sqlite3_prepare_v2(db, "SELECT v FROM meta WHERE k = 'schema_version'", -1, &stmt, nullptr),
       SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int64(stmt, 0), 1);
+  EXPECT_EQ(sqlite3_column_int64(stmt, 0), 2);
   sqlite3_finalize(stmt);
   ASSERT_EQ(sqlite3_exec(db, "UPDATE meta SET v = 99 WHERE k = 'schema_version'", nullptr, nullptr,
                          nullptr),
@@ -861,6 +861,69 @@ TEST_F(KeeperStore, SchemaVersionIsRecordedAndANewerOneRefused) {
   auto s = Store::open(options());
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.error().message.find("schema version 99"), std::string::npos);
+}
+
+// A database written by schema version 1 (history indexed by key, no prev_rev) opens, and its
+// history still serves reads at past revisions, prev_kv and compaction.
+TEST_F(KeeperStore, SchemaVersionOneDatabaseIsMigrated) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path("keeper.db").c_str(), &db), SQLITE_OK);
+  // Version 1's schema, then: a=1 @2; a=2 and b=1 @3 (one txn); delete a @4; a=3 @5
+  // (re-created); b=2 @6.
+  const char* v1 =
+      "CREATE TABLE meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);"
+      "CREATE TABLE kv(key BLOB NOT NULL PRIMARY KEY, value BLOB NOT NULL,"
+      "  create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL, version INTEGER NOT NULL,"
+      "  lease INTEGER NOT NULL) WITHOUT ROWID;"
+      "CREATE INDEX kv_by_lease ON kv(lease) WHERE lease != 0;"
+      "CREATE TABLE history(rev INTEGER NOT NULL, key BLOB NOT NULL, sub INTEGER NOT NULL,"
+      "  value BLOB NOT NULL, create_rev INTEGER NOT NULL, version INTEGER NOT NULL,"
+      "  lease INTEGER NOT NULL, deleted INTEGER NOT NULL, PRIMARY KEY(rev, key)) WITHOUT ROWID;"
+      "CREATE INDEX history_by_key ON history(key, rev);"
+      "CREATE TABLE leases(id INTEGER PRIMARY KEY, ttl INTEGER NOT NULL);"
+      "INSERT INTO meta(k, v) VALUES ('revision', 6), ('compact_revision', -1),"
+      "  ('schema_version', 1);"
+      "INSERT INTO history VALUES (2, CAST('a' AS BLOB), 0, CAST('1' AS BLOB), 2, 1, 0, 0),"
+      "  (3, CAST('a' AS BLOB), 0, CAST('2' AS BLOB), 2, 2, 0, 0),"
+      "  (3, CAST('b' AS BLOB), 1, CAST('1' AS BLOB), 3, 1, 0, 0),"
+      "  (4, CAST('a' AS BLOB), 0, x'', 0, 0, 0, 1),"
+      "  (5, CAST('a' AS BLOB), 0, CAST('3' AS BLOB), 5, 1, 0, 0),"
+      "  (6, CAST('b' AS BLOB), 0, CAST('2' AS BLOB), 3, 2, 0, 0);"
+      "INSERT INTO kv VALUES (CAST('a' AS BLOB), CAST('3' AS BLOB), 5, 5, 1, 0),"
+      "  (CAST('b' AS BLOB), CAST('2' AS BLOB), 3, 6, 2, 0);";
+  ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+
+  auto s = open();
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->revision(), 6);
+  EXPECT_EQ(get(*s, "a", 2)->value, "1");
+  EXPECT_EQ(get(*s, "a", 3)->value, "2");
+  EXPECT_FALSE(get(*s, "a", 4));
+  EXPECT_EQ(get(*s, "b", 5)->value, "1");
+  EXPECT_EQ(range(*s, "a", "c", 0, 3).count, 2);
+  EXPECT_EQ(range(*s, "a", "c", 0, 4).kvs, (std::vector<KeyValue>{{"b", "1", 3, 3, 1, 0}}));
+  Collector c;
+  auto w = watch(*s, c, "a", "c", 2, true);
+  ASSERT_TRUE(c.wait_for_count(6));
+  auto batches = c.batches();
+  ASSERT_EQ(batches.size(), 5u);
+  EXPECT_FALSE(batches[0].second.at(0).prev_kv);           // a created @2
+  EXPECT_EQ(batches[1].second.at(0).prev_kv->value, "1");  // a=2 @3
+  EXPECT_FALSE(batches[1].second.at(1).prev_kv);           // b created @3
+  EXPECT_EQ(batches[2].second.at(0).prev_kv->value, "2");  // a deleted @4
+  EXPECT_FALSE(batches[3].second.at(0).prev_kv);           // a re-created @5
+  EXPECT_EQ(batches[4].second.at(0).prev_kv->value, "1");  // b=2 @6
+  // New writes continue the chain; compaction keeps what reads at or after it need.
+  EXPECT_EQ(put(*s, "a", "4"), 7);
+  CompactionRequest compact;
+  compact.revision = 5;
+  expect_ok(s->compact(compact));
+  EXPECT_EQ(get(*s, "a", 5)->value, "3");
+  EXPECT_EQ(get(*s, "b", 5)->value, "1");
+  EXPECT_EQ(get(*s, "a", 6)->value, "3");
+  EXPECT_EQ(get(*s, "b", 6)->value, "2");
+  EXPECT_EQ(get(*s, "a")->value, "4");
 }
 
 TEST_F(KeeperStore, BackupOpensAsTheSameStore) {
