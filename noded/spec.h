@@ -11,12 +11,12 @@
 namespace qufop::noded {
 
 struct Limits {
-  double cpus = 0;               // fractional cpus as a CFS quota; 0 = unlimited
-  uint64_t memory_bytes = 0;     // hard limit, swap off; 0 = unlimited
-  int64_t pids = 0;              // max tasks; 0 = unlimited
-  std::string cpuset;            // "0-1"; empty = inherit
-  uint64_t nofile = 1024;        // RLIMIT_NOFILE
-  uint64_t nproc = 0;            // RLIMIT_NPROC; 0 = leave as is
+  double cpus = 0;            // fractional cpus as a CFS quota; 0 = unlimited
+  uint64_t memory_bytes = 0;  // hard limit, swap off; 0 = unlimited
+  int64_t pids = 0;           // max tasks; 0 = unlimited
+  std::string cpuset;         // "0-1"; empty = inherit
+  uint64_t nofile = 1024;     // RLIMIT_NOFILE
+  uint64_t nproc = 0;         // RLIMIT_NPROC; 0 = leave as is
 };
 
 enum class NetMode {
@@ -36,8 +36,8 @@ struct SandboxSpec {
   std::vector<std::string> argv;  // argv[0] resolved in the rootfs' PATH when not absolute
   std::vector<std::string> env;   // "K=V"; PATH defaults to the usual when absent
   std::string workdir = "/";
-  std::string hostname;           // defaults to the id
-  uint32_t uid = 65534;           // default: nobody
+  std::string hostname;  // defaults to the id
+  uint32_t uid = 65534;  // default: nobody
   uint32_t gid = 65534;
   std::vector<std::string> keep_capabilities;  // "CAP_NET_BIND_SERVICE"; default none
   bool readonly_root = false;

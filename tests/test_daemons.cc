@@ -136,8 +136,8 @@ TEST_P(DaemonTest, PortInUseFails) {
       {binary(GetParam()), "--listen", "127.0.0.1:" + std::to_string(port), "--data-dir", dir_});
   ASSERT_TRUE(wait_healthy(first, port));
   // Its own data dir, so that only the port is in the way (keeper also locks its data dir).
-  Process second({binary(GetParam()), "--listen", "127.0.0.1:" + std::to_string(port),
-                  "--data-dir", dir_ + "/second"});
+  Process second({binary(GetParam()), "--listen", "127.0.0.1:" + std::to_string(port), "--data-dir",
+                  dir_ + "/second"});
   expect_one_line_failure(second, 1, "Address already in use");
 }
 
