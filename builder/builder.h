@@ -23,4 +23,13 @@ std::string images_dir(const std::string& data_dir);
 // manifest digest; returns the exit code (2 for usage errors, 1 for a failed import).
 int import_main(int argc, const char* const* argv);
 
+// `qufop-builder push NAME:TAG REGISTRY_HOST:PORT [--data-dir DIR] [--as NAME:TAG]`: the local
+// image to an external registry (distribution API, plain HTTP). argv[0] is "push".
+int push_main(int argc, const char* const* argv);
+
+// `qufop-builder pull NAME:TAG REGISTRY_HOST:PORT [--data-dir DIR] [--cache DIR]`: an image from
+// a registry into the local store, its layers unpacked into the layer cache (default
+// DATA_DIR/builder/layers). argv[0] is "pull".
+int pull_main(int argc, const char* const* argv);
+
 }  // namespace qufop::builder
