@@ -6,6 +6,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <optional>
+#include <vector>
 
 namespace qufop::http {
 
@@ -156,19 +157,22 @@ Result<int> Client::stream(const Request& request,
   im.run();
   if (ec) return im.fail("stream from", ec);
   int status = static_cast<int>(parser.get().result_int());
-  char buf[16384];
+  // Large blobs stream through here: read in big pieces (Beast sizes each read by the free
+  // capacity of the buffer, which otherwise stays at a few hundred bytes).
+  im.buffer.reserve(1 << 20);
+  std::vector<char> buf(1 << 20);
   bool go_on = true;
   while (go_on && !parser.is_done()) {
-    parser.get().body().data = buf;
-    parser.get().body().size = sizeof buf;
+    parser.get().body().data = buf.data();
+    parser.get().body().size = buf.size();
     im.stream->expires_after(timeout);
     bhttp::async_read_some(*im.stream, im.buffer, parser,
                            [&](beast::error_code e, size_t) { ec = e; });
     im.run();
     if (ec == bhttp::error::need_buffer) ec = {};
     if (ec) return im.fail("stream from", ec);
-    size_t got = sizeof buf - parser.get().body().size;
-    if (got > 0) go_on = on_data(std::string_view(buf, got));
+    size_t got = buf.size() - parser.get().body().size;
+    if (got > 0) go_on = on_data(std::string_view(buf.data(), got));
   }
   im.stream.reset();
   return status;

@@ -4,12 +4,17 @@
 // made without the sandbox (import + make_layer), so no build runs here.
 #include <gtest/gtest.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -164,6 +169,121 @@ TEST_F(Pull, CorruptedBlobIsRejected) {
   EXPECT_FALSE(dst_->has_blob(top));
   EXPECT_FALSE(dst_->has_blob(two_digest_));
   EXPECT_FALSE(fs::exists(cache() + "/" + top.substr(7)));
+}
+
+// A hand-written registry over a raw socket: the manifest of two:1 as is, and blobs as `blob`
+// answers them (the raw response bytes after the request). One request per connection.
+class FakeRegistry {
+ public:
+  using Answer = std::function<std::string(const std::string& target)>;
+  explicit FakeRegistry(Answer answer) : answer_(std::move(answer)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::listen(fd_, 16);
+    socklen_t len = sizeof a;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] {
+      while (true) {
+        int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0 || stop_) {
+          if (c >= 0) ::close(c);
+          return;
+        }
+        std::string req;
+        char buf[4096];
+        while (req.find("\r\n\r\n") == std::string::npos) {
+          ssize_t n = ::recv(c, buf, sizeof buf, 0);
+          if (n <= 0) break;
+          req.append(buf, static_cast<size_t>(n));
+        }
+        size_t sp = req.find(' ');
+        std::string target = req.substr(sp + 1, req.find(' ', sp + 1) - sp - 1);
+        std::string out = answer_(target);
+        for (size_t off = 0; off < out.size();) {
+          ssize_t n = ::send(c, out.data() + off, out.size() - off, MSG_NOSIGNAL);
+          if (n <= 0) break;
+          off += static_cast<size_t>(n);
+        }
+        ::close(c);
+      }
+    });
+  }
+  ~FakeRegistry() {
+    stop_ = true;
+    HostPort self{"127.0.0.1", port_};
+    int c = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port_);
+    ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::close(c);
+    thread_.join();
+    ::close(fd_);
+  }
+  HostPort addr() const { return {"127.0.0.1", port_}; }
+
+ private:
+  Answer answer_;
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+std::string http_answer(int status, const std::string& body, const std::string& extra = {}) {
+  return "HTTP/1.1 " + std::to_string(status) +
+         " X\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + extra + "\r\n" + body;
+}
+
+TEST_F(Pull, BlobBodiesChunkedShortAndMissing) {
+  auto manifest = src_->read_blob(two_digest_);
+  ASSERT_TRUE(manifest.ok());
+  std::string top = two_.layers[1].digest;
+  // mode 0: every blob chunked in small odd pieces; 1: the top layer cut short; 2: it is 404.
+  int mode = 0;
+  FakeRegistry reg([&](const std::string& target) -> std::string {
+    if (target.find("/manifests/") != std::string::npos) return http_answer(200, *manifest);
+    std::string digest = target.substr(target.rfind('/') + 1);
+    auto body = src_->read_blob(digest);
+    if (!body) return http_answer(404, "{}");
+    if (digest == top && mode == 1) {
+      return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body->size()) + "\r\n\r\n" +
+             body->substr(0, body->size() / 2);
+    }
+    if (digest == top && mode == 2) return http_answer(404, "{\"errors\":[]}");
+    std::string out = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (size_t off = 0; off < body->size(); off += 777) {
+      std::string piece = body->substr(off, 777);
+      char size[32];
+      std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
+      out += size + piece + "\r\n";
+    }
+    return out + "0\r\n\r\n";
+  });
+  Puller puller(*dst_, cache());
+  mode = 1;
+  auto cut = puller.pull(reg.addr(), "two", "1");
+  ASSERT_FALSE(cut.ok());
+  EXPECT_FALSE(dst_->resolve("two:1").ok());
+  EXPECT_FALSE(dst_->has_blob(top));
+  EXPECT_FALSE(fs::exists(cache() + "/" + top.substr(7)));
+  mode = 2;
+  auto missing = puller.pull(reg.addr(), "two", "1");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message.find("404"), std::string::npos) << missing.error().message;
+  EXPECT_FALSE(dst_->resolve("two:1").ok());
+  mode = 0;
+  auto img = puller.pull(reg.addr(), "two", "1");
+  ASSERT_TRUE(img.ok()) << img.error().message;
+  EXPECT_EQ(img->manifest.digest, two_digest_);
+  EXPECT_EQ(testing::read_file(img->layer_dirs[0] + "/app/hello"), "hello\n");
+  EXPECT_TRUE(dst_->verify_blob(top).ok());
+  EXPECT_TRUE(dst_->resolve("two:1").ok());
 }
 
 TEST_F(Pull, MissingImageAndBadReferences) {
