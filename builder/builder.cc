@@ -119,17 +119,16 @@ int push_main(int argc, const char* const* argv) {
        {"as", "NAME:TAG", "the name and tag in the registry (default: the local ones)", ""}},
       argc, argv);
   if (auto* code = std::get_if<int>(&parsed)) return *code;
-  auto& [f, ref, registry_address] = std::get<RegistryCommand>(parsed);
-  const HostPort* registry = &registry_address;
+  auto& [f, ref, registry] = std::get<RegistryCommand>(parsed);
   std::string as = f.get("as").empty() ? ref : f.get("as");
   if (as.find('@') != std::string::npos) return report_fatal(prog, "--as: expected NAME:TAG", 2);
   auto [name, tag] = split_name_tag(as);
   auto store = OciStore::open(images_dir(f.get("data-dir")));
   if (!store) return report_fatal(prog, store.error().message);
-  auto pushed = push_image(*store, ref, *registry, name, tag);
+  auto pushed = push_image(*store, ref, registry, name, tag);
   if (!pushed) return report_fatal(prog, pushed.error().message);
   std::printf("pushed %s to %s/%s:%s (%s; %zu blobs uploaded, %zu already there)\n", ref.c_str(),
-              registry->str().c_str(), name.c_str(), tag.c_str(), pushed->manifest.digest.c_str(),
+              registry.str().c_str(), name.c_str(), tag.c_str(), pushed->manifest.digest.c_str(),
               pushed->blobs_uploaded, pushed->blobs_present);
   return 0;
 }
@@ -144,8 +143,7 @@ int pull_main(int argc, const char* const* argv) {
        {"cache", "DIR", "the layer cache (default: DATA_DIR/builder/layers)", ""}},
       argc, argv);
   if (auto* code = std::get_if<int>(&parsed)) return *code;
-  auto& [f, ref, registry_address] = std::get<RegistryCommand>(parsed);
-  const HostPort* registry = &registry_address;
+  auto& [f, ref, registry] = std::get<RegistryCommand>(parsed);
   std::string name = ref, reference = "latest";
   if (auto at = ref.find('@'); at != std::string::npos) {
     name = ref.substr(0, at);
@@ -160,10 +158,10 @@ int pull_main(int argc, const char* const* argv) {
   std::string cache =
       f.get("cache").empty() ? f.get("data-dir") + "/builder/layers" : f.get("cache");
   Puller puller(*store, cache);
-  auto pulled = puller.pull(*registry, name, reference);
+  auto pulled = puller.pull(registry, name, reference);
   if (!pulled) return report_fatal(prog, pulled.error().message);
   std::printf("pulled %s from %s (%s; %zu blobs fetched, %zu layers)\n", ref.c_str(),
-              registry->str().c_str(), pulled->manifest.digest.c_str(), pulled->blobs_fetched,
+              registry.str().c_str(), pulled->manifest.digest.c_str(), pulled->blobs_fetched,
               pulled->layer_dirs.size());
   return 0;
 }
