@@ -37,6 +37,10 @@ std::vector<FlagSpec> flags() {
       {"max-upload", "SIZE", "largest unpacked upload", "2g"},
       {"max-request", "SIZE", "largest upload as sent (tar or tar.gz)", "512m"},
       {"init", "PATH", "the qufop-init binary (default: next to qufop-builder, $QUFOP_INIT)", ""},
+      {"join-token", "TOKEN",
+       "the cluster token builds and imports need (default: <data-dir>/scheduler/join-token "
+       "when it exists)",
+       ""},
   };
 }
 
@@ -211,6 +215,8 @@ int run(const DaemonOptions& options) {
   Daemon daemon(options, 2, server_options);
   ServiceOptions so;
   so.upload_dir = bo.state_dir + "/uploads";
+  so.join_token = f.get("join-token");
+  so.join_token_file = options.data_dir + "/scheduler/join-token";
   so.max_builds = static_cast<int>(*max_builds);
   so.upload_limits.max_bytes = *max_upload;
   Service service(daemon.server(), **builder, so);

@@ -1,4 +1,8 @@
 #include "builder/server.h"
+#include "builder/layer.h"
+#include "common/files.h"
+
+#include <openssl/crypto.h>
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
@@ -75,6 +79,9 @@ Service::Service(http::Server& server, Builder& builder, ServiceOptions options)
   server.route_async("POST", "/v1/builds", [this](http::Request req, http::Responder res) {
     post_build(std::move(req), std::move(res));
   });
+  server.route_async("POST", "/v1/images", [this](http::Request req, http::Responder res) {
+    post_image(std::move(req), std::move(res));
+  });
   server.route("GET", "/v2/", [](const http::Request&) {
     http::Response r;
     r.body = "{}";
@@ -97,7 +104,62 @@ void Service::shutdown() {
   for (auto& w : threads) w.thread.join();
 }
 
+bool Service::token_ok(const http::Request& req, http::Responder& res) const {
+  std::string token = options_.join_token;
+  if (token.empty() && !options_.join_token_file.empty()) {
+    if (auto text = read_text_file(options_.join_token_file); text) token = *text;
+    while (!token.empty() && (token.back() == '\n' || token.back() == ' ')) token.pop_back();
+  }
+  if (token.empty()) return true;
+  std::string expected = "Bearer " + token;
+  std::string_view got = req.header("Authorization");
+  if (got.size() == expected.size() &&
+      CRYPTO_memcmp(got.data(), expected.data(), expected.size()) == 0) {
+    return true;
+  }
+  res.send(
+      http::Response::error(401, "unauthorized", "builds and imports need the cluster join token"));
+  return false;
+}
+
+void Service::post_image(http::Request req, http::Responder res) {
+  if (!token_ok(req, res)) return;
+  std::string name = req.query_param("name");
+  auto ref = parse_image_ref(name);
+  if (name.empty() || !ref || !ref->digest.empty() || ref->scratch) {
+    return res.send(http::Response::error(400, "invalid_argument",
+                                          "name: expected ?name=NAME[:TAG], got '" + name + "'" +
+                                              (ref ? std::string() : ": " + ref.error().message)));
+  }
+  std::error_code ec;
+  fs::create_directories(options_.upload_dir, ec);
+  std::string tmpl = options_.upload_dir + "/image-XXXXXX";
+  if (!::mkdtemp(tmpl.data())) {
+    return res.send(http::Response::error(500, "internal", "mkdtemp in " + options_.upload_dir));
+  }
+  std::string archive = tmpl + "/rootfs.tar";
+  Result<BlobRef> manifest = Error::io("not written");
+  {
+    UniqueFd fd(::open(archive.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (fd.valid()) {
+      auto w = write_all(fd.get(), req.body, archive);
+      manifest =
+          w ? import_rootfs_tarball(builder_.store(), name, archive) : Result<BlobRef>(w.error());
+    } else {
+      manifest = Error::sys("open(" + archive + ")", errno);
+    }
+  }
+  fs::remove_all(tmpl, ec);
+  if (!manifest) {
+    return res.send(http::Response::error(400, "invalid_image", manifest.error().message));
+  }
+  spdlog::info("imported base image {} ({})", name, manifest->digest);
+  json::Object o{{"name", name}, {"digest", manifest->digest}};
+  res.send({201, "application/json", {}, json::serialize(o)});
+}
+
 void Service::post_build(http::Request req, http::Responder res) {
+  if (!token_ok(req, res)) return;
   std::string ufop = req.query_param("ufop");
   std::string version = req.query_param("version");
   if (ufop.empty() || version.empty()) {

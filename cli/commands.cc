@@ -7,6 +7,22 @@ namespace qufop::cli {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> kCommands = {
+      {"login", "check keys with the scheduler and save them", cmd_login},
+      {"whoami", "show the user the configured keys belong to", cmd_whoami},
+      {"reg", "register a UFOP", cmd_reg},
+      {"unreg", "delete a UFOP", cmd_unreg},
+      {"build", "upload a UFOP directory and build a new version", cmd_build},
+      {"ver", "list a UFOP's versions and image digests", cmd_ver},
+      {"resize", "set how many instances run", cmd_resize},
+      {"upgrade", "move instances to another version (gray upgrade)", cmd_upgrade},
+      {"info", "show a UFOP", cmd_info},
+      {"list", "list the UFOPs you can see", cmd_list},
+      {"instances", "list a UFOP's instances", cmd_instances},
+      {"logs", "print (or follow) an instance's output", cmd_logs},
+      {"nodes", "list the nodes", cmd_nodes},
+      {"use", "add a semi-public UFOP to the ones you call", cmd_use},
+      {"image", "import a base image (admin)", cmd_image},
+      {"user", "add or list users (admin)", cmd_user},
       {"status", "show whether each qufop daemon answers", cmd_status},
       {"version", "print the qufopctl version", cmd_version},
   };
@@ -17,7 +33,9 @@ namespace {
 void print_usage(FILE* out) {
   std::fprintf(out, "usage: qufopctl COMMAND [ARGS...]\n\ncommands:\n");
   for (const auto& c : commands()) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
-  std::fprintf(out, "\n'qufopctl COMMAND --help' describes one command.\n");
+  std::fprintf(out,
+               "\n'qufopctl COMMAND --help' describes one command. Exit codes: 0 ok, 1 failed,\n"
+               "2 usage. The config is --config FILE, else $QUFOP_CONFIG, else ~/.qufop/config.\n");
 }
 }  // namespace
 

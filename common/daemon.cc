@@ -99,6 +99,7 @@ struct Daemon::Impl {
   Metrics metrics;
   http::Server server;
   std::vector<std::function<void()>> stop_hooks;
+  std::vector<std::function<void()>> serving_hooks;
   net::signal_set signals{ioc, SIGTERM, SIGINT};
   std::optional<net::steady_timer> drain_timer;
   std::atomic<bool> stopping{false};
@@ -147,6 +148,10 @@ http::Server& Daemon::server() { return impl_->server; }
 Metrics& Daemon::metrics() { return impl_->metrics; }
 void Daemon::on_stop(std::function<void()> hook) { impl_->stop_hooks.push_back(std::move(hook)); }
 
+void Daemon::on_serving(std::function<void()> hook) {
+  impl_->serving_hooks.push_back(std::move(hook));
+}
+
 void Daemon::request_stop() {
   net::post(impl_->ioc, [this] { impl_->begin_stop(); });
 }
@@ -170,6 +175,7 @@ int Daemon::run() {
   });
   spdlog::info("{} {} listening on {} (data in {})", o.info.binary, QUFOP_VERSION, bound->str(),
                o.state_dir());
+  for (auto& hook : impl_->serving_hooks) hook();
   std::vector<std::thread> pool;
   for (int i = 1; i < impl_->threads; ++i) pool.emplace_back([this] { impl_->ioc.run(); });
   impl_->ioc.run();

@@ -61,6 +61,9 @@ class Daemon {
   Metrics& metrics();
   // Hooks run, in reverse order of registration, when a stop begins.
   void on_stop(std::function<void()> hook);
+  // Hooks run, in order of registration, once the daemon listens (not when it cannot start):
+  // background work that should not begin, or log, before then.
+  void on_serving(std::function<void()> hook);
 
   // Creates the state dir, binds, serves until SIGTERM/SIGINT or request_stop(), then stops
   // gracefully (in-flight requests finish, bounded). Returns the process exit code.

@@ -1,7 +1,10 @@
 #include "common/files.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 namespace qufop {
 
@@ -23,6 +26,47 @@ Result<std::string> read_text_file(const std::string& path) {
   }
   ::close(fd);
   return text;
+}
+
+namespace {
+
+Result<void> write_all(int fd, std::string_view data, const std::string& path) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Error::sys("write(" + path + ")", errno);
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return ok();
+}
+
+}  // namespace
+
+Result<void> write_file_atomic(const std::string& path, std::string_view content, unsigned mode) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return Error::sys("open(" + tmp + ")", errno);
+  Result<void> r = write_all(fd, content, tmp);
+  // The umask may have narrowed the mode: make it exactly what was asked.
+  if (r.ok() && ::fchmod(fd, mode) != 0) r = Error::sys("fchmod(" + tmp + ")", errno);
+  if (r.ok() && ::fsync(fd) != 0) r = Error::sys("fsync(" + tmp + ")", errno);
+  ::close(fd);
+  if (r.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
+    r = Error::sys("rename(" + tmp + ", " + path + ")", errno);
+  }
+  if (!r.ok()) {
+    ::unlink(tmp.c_str());
+    return r;
+  }
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, std::max<size_t>(slash, 1));
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return Error::sys("open(" + dir + ")", errno);
+  int rc = ::fsync(dfd);
+  int err = errno;
+  ::close(dfd);
+  if (rc != 0) return Error::sys("fsync(" + dir + ")", err);
+  return ok();
 }
 
 }  // namespace qufop

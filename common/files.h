@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "common/result.h"
 
@@ -9,5 +10,11 @@ namespace qufop {
 
 // The whole file; Error::sys("open(PATH)") with code not_found when it does not exist.
 Result<std::string> read_text_file(const std::string& path);
+
+// Replaces `path` with `content` so that a crash leaves the old file or the new one, never a
+// mix: a temp file beside it (mode `mode`, exactly), written, fsync'd, renamed over, and the
+// directory fsync'd so the rename is durable too.
+Result<void> write_file_atomic(const std::string& path, std::string_view content,
+                               unsigned mode = 0600);
 
 }  // namespace qufop

@@ -141,6 +141,13 @@ Result<Response> Client::post(std::string_view target, std::string body, std::st
 Result<int> Client::stream(const Request& request,
                            const std::function<bool(std::string_view)>& on_data,
                            std::chrono::milliseconds timeout) {
+  return stream(request, nullptr, on_data, timeout);
+}
+
+Result<int> Client::stream(const Request& request,
+                           const std::function<bool(int status, const Headers& headers)>& on_head,
+                           const std::function<bool(std::string_view)>& on_data,
+                           std::chrono::milliseconds timeout) {
   auto& im = *impl_;
   im.stream.reset();  // a stream owns its connection from start to end
   QF_TRY(im.connect());
@@ -157,6 +164,16 @@ Result<int> Client::stream(const Request& request,
   im.run();
   if (ec) return im.fail("stream from", ec);
   int status = static_cast<int>(parser.get().result_int());
+  if (on_head) {
+    Headers headers;
+    for (const auto& f : parser.get()) {
+      headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    }
+    if (!on_head(status, headers)) {
+      im.stream.reset();
+      return status;
+    }
+  }
   // Large blobs stream through here: read in big pieces (Beast sizes each read by the free
   // capacity of the buffer, which otherwise stays at a few hundred bytes).
   im.buffer.reserve(1 << 20);

@@ -38,6 +38,12 @@ class Client {
   // bounds silence: each wait for the next piece (a watch may last for hours), not the whole.
   Result<int> stream(const Request& request, const std::function<bool(std::string_view)>& on_data,
                      std::chrono::milliseconds timeout);
+  // The same, with the status and headers handed to on_head before the first piece of body
+  // (a proxy answers with them); on_head returns false to stop before reading the body.
+  Result<int> stream(const Request& request,
+                     const std::function<bool(int status, const Headers& headers)>& on_head,
+                     const std::function<bool(std::string_view)>& on_data,
+                     std::chrono::milliseconds timeout);
 
   std::string endpoint() const;
 

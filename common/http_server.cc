@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
@@ -349,7 +350,8 @@ Responder::~Responder() {
 void Responder::send(Response response) {
   if (!session_) return;
   auto s = std::move(session_);
-  net::post(s->executor(), [s, r = std::move(response)]() mutable { s->complete(std::move(r)); });
+  net::dispatch(s->executor(),
+                [s, r = std::move(response)]() mutable { s->complete(std::move(r)); });
 }
 
 void Responder::start_stream(int status, std::string content_type, Headers headers) {

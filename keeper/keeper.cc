@@ -28,7 +28,11 @@ const DaemonInfo& info() {
 // client's put took several times longer on the 2-core VM of bench/keeper (the lone thread
 // sleeps between requests and wakes late), though one thread needs fewer hand-offs.
 std::vector<FlagSpec> flags() {
-  return {{"io-threads", "N", "threads serving HTTP: parsing, reads, responses", "2"}};
+  return {{"io-threads", "N", "threads serving HTTP: parsing, reads, responses", "2"},
+          {"wal-preallocate-mb", "MB",
+           "size the SQLite WAL file is extended to with zeros at start (0: none); commits "
+           "that overwrite pre-allocated blocks fsync faster than appends",
+           "48"}};
 }
 
 std::string database_path(const std::string& data_dir) { return data_dir + "/keeper/keeper.db"; }
@@ -147,7 +151,13 @@ int run(const DaemonOptions& options) {
   }
   auto lock = lock_data_dir(options.state_dir());
   if (!lock) return report_fatal(binary, lock.error().message);
-  auto store = Store::open({.path = database_path(options.data_dir)});
+  auto wal_mb = options.flags.get_int("wal-preallocate-mb", 0, 4096);
+  if (!wal_mb) return report_fatal(binary, wal_mb.error().message, 2);
+  // The io threads may commit a lone write themselves (blocking for its fsync) while the
+  // writer is idle; under load writes go to the writer thread in batches.
+  auto store = Store::open({.path = database_path(options.data_dir),
+                            .wal_preallocate_bytes = *wal_mb << 20,
+                            .commit_on_idle_caller = true});
   if (!store) return report_fatal(binary, store.error().message);
   spdlog::debug("store {} at revision {}", database_path(options.data_dir), (*store)->revision());
   Daemon daemon(options, static_cast<int>(*io_threads));

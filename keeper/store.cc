@@ -227,7 +227,7 @@ StoreImpl::StoreImpl(StoreOptions options, FileLock lock, sql::Db db, Meta meta,
       meta.revision);
   hub_->start();
   writer_ = std::make_unique<Writer>(
-      std::move(db), lessor_, meta, options_.max_batch,
+      std::move(db), lessor_, meta, options_.max_batch, options_.commit_on_idle_caller,
       [hub = hub_.get()](int64_t revision, std::vector<RevisionEvents> events) {
         hub->publish(revision, std::move(events));
       });
@@ -440,7 +440,7 @@ Result<std::unique_ptr<Store>> open_store(StoreOptions options) {
   if (sqlite3_threadsafe() == 0) return Error::io("libsqlite3 is built without thread support");
   auto lock = FileLock::acquire(options.path + ".lock");
   if (!lock.ok()) return lock.error();
-  auto db = open_writer_db(options.path);
+  auto db = open_writer_db(options.path, options.wal_preallocate_bytes);
   if (!db.ok()) return db.error();
   auto meta = read_meta(*db);
   if (!meta.ok()) return Error::io("reading " + options.path + ": " + meta.error().message);

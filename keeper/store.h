@@ -20,6 +20,15 @@ struct StoreOptions {
   size_t max_key_bytes = 1536;        // keys longer than this are refused (names the limit)
   size_t max_txn_ops = 128;           // as etcd
   size_t max_batch = 1024;            // writes grouped into one commit at most
+  // The WAL file is extended with zeros to this size at open (0: left to grow), so commits
+  // overwrite blocks it has instead of appending: an append's fdatasync also writes the inode.
+  // The daemon uses the WAL's size at an autocheckpoint (10,000 pages) plus room for a batch.
+  int64_t wal_preallocate_bytes = 0;
+  // A write submitted while the writer is idle and the last batch held one write is committed
+  // on the calling thread (the async call then returns after its commit, its `done` having run
+  // there): a lone write skips two thread hand-offs. Under load writes still queue for the
+  // writer thread. For callers that may block for one commit (the daemon's io threads).
+  bool commit_on_idle_caller = false;
   // The clock used for lease expiry; injected so tests control time.
   std::function<std::chrono::steady_clock::time_point()> clock = std::chrono::steady_clock::now;
 };
@@ -63,7 +72,8 @@ class Store {
   // The same writes without a blocked thread: queued for the next group commit, `done` runs
   // exactly once, on the writer thread right after the batch's COMMIT (or its failure, which
   // fails every write of the batch) - or on the calling thread when no commit is needed (a
-  // request refused by its checks, a read-only txn, a keep-alive that renewed its lease).
+  // request refused by its checks, a read-only txn, a keep-alive that renewed its lease), or
+  // after its commit there with StoreOptions::commit_on_idle_caller.
   // `done` must be quick and must not call a blocking write (it would wait for itself).
   template <class T>
   using Done = std::function<void(StoreResult<T>)>;

@@ -136,9 +136,13 @@ bool KeyRange::contains(std::string_view k) const {
   std::abort();
 }
 
+// The revision is the newest history row's, or meta's when that is higher: a commit does not
+// rewrite meta's revision (that cost every commit one more page in the WAL); compaction, which
+// may delete the newest rows (tombstones), and a clean close record it there.
 Result<Meta> read_meta(sql::Db& db) {
   auto q = db.query(
-      "SELECT (SELECT v FROM meta WHERE k = 'revision'),"
+      "SELECT max((SELECT v FROM meta WHERE k = 'revision'),"
+      " coalesce((SELECT max(rev) FROM history), 0)),"
       " (SELECT v FROM meta WHERE k = 'compact_revision')");
   if (!q.ok()) return q.error();
   auto row = q->step();

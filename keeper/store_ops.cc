@@ -341,6 +341,9 @@ Outcome<CompactionResponse> apply_compact(WriteCtx& ctx, const CompactionRequest
   if (r.revision > ctx.rev()) return reject<CompactionResponse>({kGrpcOutOfRange, kErrFutureRev});
   QF_TRY(compact_history(ctx.db(), r.revision));
   QF_TRY(write_compact_revision(ctx.db(), r.revision));
+  // Compaction may delete the newest history rows (tombstones), which read_meta takes the
+  // revision from; meta keeps it.
+  QF_TRY(write_revision(ctx.db(), ctx.rev()));
   ctx.set_compact_rev(r.revision);
   CompactionResponse resp;
   resp.header.revision = ctx.rev();

@@ -1,6 +1,13 @@
 #include "keeper/store_schema.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <array>
+#include <cerrno>
+#include <vector>
 
 namespace qufop::keeper {
 namespace {
@@ -13,7 +20,7 @@ namespace {
 // batch appends to the same few pages instead of dirtying one random page per write (that
 // halved the WAL written per put); per-key lookups follow prev_rev (migration 2). Keys and values
 // are BLOBs so they sort bytewise, as etcd's keys.
-constexpr std::array<const char*, 2> kMigrations = {
+constexpr std::array<const char*, 3> kMigrations = {
     // 1: the initial schema.
     "CREATE TABLE kv(key BLOB NOT NULL PRIMARY KEY, value BLOB NOT NULL,"
     "  create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL, version INTEGER NOT NULL,"
@@ -35,6 +42,10 @@ constexpr std::array<const char*, 2> kMigrations = {
     "  WHERE h.key = history.key AND h.rev < history.rev), 0)"
     "  WHERE deleted = 1 OR create_rev != rev;"
     "DROP INDEX history_by_key;",
+    // 3: commits no longer rewrite meta.revision (one WAL page fewer per put); the revision is
+    // the larger of it and the newest history row. Nothing to change in the data: the version
+    // bump keeps an older keeper, which would trust meta.revision alone, from opening it.
+    "SELECT 1;",
 };
 
 const char* kRestoreHint = "restore a backup with `qufop-keeper restore BACKUP --data-dir DIR`";
@@ -128,17 +139,62 @@ Result<void> migrate(sql::Db& db) {
   return ok();
 }
 
+// Extends the WAL file with zeros up to `bytes`, so that commits overwrite blocks the file
+// already has: an fdatasync that must also write the inode for a new size costs one more
+// synchronous device write (measured here: ~185 us per commit appending, ~125 us overwriting).
+// Safe under SQLite: it stops reading a WAL at the first frame whose salts and checksum do not
+// match its header, and zeros never do; only the bytes past the current end are written, so
+// the frames of a WAL that still needs recovery stay as they are. The caller holds the store's
+// lock, and the connection has no transaction open.
+Result<void> presize_wal(const std::string& wal_path, int64_t bytes) {
+  int fd = ::open(wal_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Error::sys("open(" + wal_path + ")", errno);
+  struct stat st {};
+  int err = 0;
+  std::string failed;
+  if (::fstat(fd, &st) != 0) {
+    err = errno;
+    failed = "fstat";
+  }
+  const std::vector<char> zeros(1 << 20, 0);
+  for (off_t at = st.st_size; err == 0 && at < bytes;) {
+    size_t n = static_cast<size_t>(std::min<int64_t>(bytes - at, zeros.size()));
+    ssize_t wrote = ::pwrite(fd, zeros.data(), n, at);
+    if (wrote < 0 && errno == EINTR) continue;
+    if (wrote <= 0) {
+      err = wrote < 0 ? errno : EIO;
+      failed = "pwrite";
+      break;
+    }
+    at += wrote;
+  }
+  if (err == 0 && st.st_size < bytes && ::fdatasync(fd) != 0) {
+    err = errno;
+    failed = "fdatasync";
+  }
+  ::close(fd);
+  if (err != 0) return Error::sys(failed + "(" + wal_path + ") pre-sizing the WAL", err);
+  return ok();
+}
+
 }  // namespace
 
 int schema_version() { return static_cast<int>(kMigrations.size()); }
 
-Result<sql::Db> open_writer_db(const std::string& path) {
+Result<sql::Db> open_writer_db(const std::string& path, int64_t wal_bytes) {
   auto db = sql::Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   if (!db.ok()) return db.error().wrap("opening keeper database");
   // Before anything writes to the file: a damaged database must not be touched further.
   QF_TRY(check_integrity(*db));
   QF_TRY(set_pragmas(*db));
   QF_TRY(migrate(*db));
+  if (wal_bytes > 0) {
+    // After the migrations: SQLite deletes a WAL it finds next to an empty database. The size
+    // limit keeps the WAL at its pre-sized length after a burst that outgrew it (SQLite
+    // truncates it when it starts over), rather than at the burst's.
+    QF_TRY(db->exec("PRAGMA journal_size_limit=" + std::to_string(wal_bytes)));
+    QF_TRY(presize_wal(path + "-wal", wal_bytes));
+  }
   return db;
 }
 

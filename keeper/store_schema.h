@@ -12,8 +12,9 @@ namespace qufop::keeper {
 // The schema version this build writes (the number of migrations).
 int schema_version();
 
-// The writer's connection: integrity-checked, in WAL mode, migrated.
-Result<sql::Db> open_writer_db(const std::string& path);
+// The writer's connection: integrity-checked, in WAL mode, migrated; with wal_bytes > 0 the WAL
+// file is extended with zeros to that size (commits then overwrite rather than append).
+Result<sql::Db> open_writer_db(const std::string& path, int64_t wal_bytes = 0);
 // A reader's connection (WAL reader); the writer's connection must be open already.
 Result<sql::Db> open_reader_db(const std::string& path);
 

@@ -95,10 +95,12 @@ class Waiter {
 
 }  // namespace
 
-Writer::Writer(sql::Db db, Lessor& lessor, Meta meta, size_t max_batch, OnCommit on_commit)
+Writer::Writer(sql::Db db, Lessor& lessor, Meta meta, size_t max_batch, bool commit_on_idle_caller,
+               OnCommit on_commit)
     : db_(std::move(db)),
       lessor_(lessor),
       max_batch_(max_batch > 0 ? max_batch : 1),
+      commit_on_idle_caller_(commit_on_idle_caller),
       on_commit_(std::move(on_commit)),
       revision_(meta.revision),
       compact_revision_(meta.compact_revision),
@@ -111,14 +113,43 @@ Writer::~Writer() {
   }
   cv_.notify_one();
   thread_.join();
+  // Commits leave meta's revision behind (read_meta takes history's); record it on the way out
+  // so the file says its revision in meta as well.
+  auto recorded = db_.run("BEGIN IMMEDIATE");
+  if (recorded.ok()) recorded = write_revision(db_, revision_.load());
+  if (recorded.ok()) recorded = db_.run("COMMIT");
+  if (!recorded.ok()) {
+    if (sqlite3_get_autocommit(db_.handle()) == 0) (void)db_.run("ROLLBACK");
+    spdlog::warn("keeper store: recording revision {} at close: {}", revision_.load(),
+                 recorded.error().message);
+  }
 }
 
+// With commit_on_idle_caller, an idle writer lets the caller (the daemon's io thread) commit
+// its write itself: a lone write then costs no hand-off to the writer thread and back (two
+// cross-CPU wake-ups, a large share of a single client's put on a small VM). Writes that
+// arrive meanwhile queue up as usual and the writer thread takes them once this commit is
+// done. Only while writes come one at a time (the last batch held one): under load the io
+// threads are better left parsing the next requests than waiting out an fsync, and the writer
+// thread commits their writes in batches.
 void Writer::submit(Apply apply, Done done) {
   {
     std::lock_guard lock(mu_);
-    queue_.push_back(Job{std::move(apply), std::move(done)});
+    if (!commit_on_idle_caller_ || busy_ || !queue_.empty() || stopping_ || last_batch_ > 1) {
+      queue_.push_back(Job{std::move(apply), std::move(done)});
+      cv_.notify_one();
+      return;
+    }
+    busy_ = true;
   }
-  cv_.notify_one();
+  std::vector<Job> batch;
+  batch.push_back(Job{std::move(apply), std::move(done)});
+  commit(batch);
+  // Notified under the lock: once busy_ is false, a stopping writer may be destroyed.
+  std::lock_guard lock(mu_);
+  last_batch_ = 1;
+  busy_ = false;
+  if (!queue_.empty() || stopping_) cv_.notify_one();
 }
 
 std::vector<std::optional<EtcdError>> Writer::execute_all(const std::vector<Apply>& applies) {
@@ -137,16 +168,21 @@ void Writer::loop() {
   std::vector<Job> batch;
   while (take(batch)) {
     commit(batch);
+    std::lock_guard lock(mu_);
+    last_batch_ = batch.size();
     batch.clear();
+    busy_ = false;
   }
 }
 
 // Waits for work and takes what is queued, up to max_batch: writes that arrive while a commit
-// is being fsynced form the next batch, so batches grow with the load by themselves.
+// is being fsynced form the next batch, so batches grow with the load by themselves. Waits
+// too while a caller commits its own write (submit), since one connection commits at a time.
 bool Writer::take(std::vector<Job>& batch) {
   std::unique_lock lock(mu_);
-  cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+  cv_.wait(lock, [this] { return !busy_ && (stopping_ || !queue_.empty()); });
   if (queue_.empty()) return false;  // stopping, and every queued write is done
+  busy_ = true;
   while (!queue_.empty() && batch.size() < max_batch_) {
     batch.push_back(std::move(queue_.front()));
     queue_.pop_front();
@@ -168,7 +204,6 @@ void Writer::commit(std::vector<Job>& batch) {
 
 Result<void> Writer::run_batch(WriteCtx& ctx, std::vector<Job>& batch,
                                std::vector<RevisionEvents>& events) {
-  int64_t start = ctx.rev();
   QF_TRY(db_.run("BEGIN IMMEDIATE"));
   for (Job& job : batch) {
     job.apply(ctx);
@@ -176,7 +211,7 @@ Result<void> Writer::run_batch(WriteCtx& ctx, std::vector<Job>& batch,
     auto changes = ctx.end_write();
     if (!changes.empty()) events.push_back({ctx.rev(), std::move(changes)});
   }
-  if (ctx.rev() != start) QF_TRY(write_revision(db_, ctx.rev()));
+  // No write of meta's revision: the batch's history rows carry it (read_meta).
   return db_.run("COMMIT");
 }
 

@@ -1,6 +1,7 @@
 // keeper's single writer thread and its group commit: writes from concurrent callers queue up;
 // the writer takes up to max_batch of them and applies them in one SQLite transaction (one
 // fsync), each write at its own revision in queue order, then publishes and releases them.
+// An idle writer may let a lone write's caller commit it itself (commit_on_idle_caller).
 // A write is completed (its callback run, or its blocked caller woken) only after its COMMIT
 // succeeded; when a batch fails, every write of it fails with Unavailable and nothing of it is
 // visible.
@@ -78,21 +79,27 @@ class WriteCtx {
 
 class Writer {
  public:
-  // Runs on the writer thread after each successful COMMIT, before any of its writes returns:
-  // the new revision and the events of the batch, one entry per revision.
+  // Runs on the committing thread after each successful COMMIT, before any of its writes
+  // returns: the new revision and the events of the batch, one entry per revision.
   using OnCommit = std::function<void(int64_t revision, std::vector<RevisionEvents> events)>;
   using Apply = std::function<void(WriteCtx&)>;
-  // Runs on the writer thread once the write's batch committed (nullopt) or failed.
+  // Runs once the write's batch committed (nullopt) or failed: on the writer thread, or on
+  // the caller's when it committed its write itself (submit).
   using Done = std::function<void(std::optional<EtcdError> failure)>;
 
-  Writer(sql::Db db, Lessor& lessor, Meta meta, size_t max_batch, OnCommit on_commit);
+  // commit_on_idle_caller: see submit().
+  Writer(sql::Db db, Lessor& lessor, Meta meta, size_t max_batch, bool commit_on_idle_caller,
+         OnCommit on_commit);
   ~Writer();  // finishes the queued writes, then stops
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
 
-  // Queues `apply` for the next group commit and returns at once; `done` gets the batch's
-  // failure (Unavailable) if its COMMIT failed, and then whatever `apply` produced must be
-  // discarded. `done` must not wait for another write (it runs on the writer thread).
+  // Queues `apply` for the next group commit and returns at once (but see below); `done` gets
+  // the batch's failure (Unavailable) if its COMMIT failed, and then whatever `apply` produced
+  // must be discarded. `done` runs on the writer thread, except with commit_on_idle_caller when
+  // no commit is running, nothing is queued and the last batch held one write: then the calling
+  // thread commits the write itself and `done` runs on it before submit returns. `done` must
+  // not wait for another write.
   void submit(Apply apply, Done done);
   // The blocking form for several writes queued together (consecutive revisions, maybe one
   // commit): returns each one's failure once all are done.
@@ -120,6 +127,7 @@ class Writer {
   sql::Db db_;
   Lessor& lessor_;
   size_t max_batch_;
+  bool commit_on_idle_caller_;
   OnCommit on_commit_;
   std::atomic<int64_t> revision_;
   std::atomic<int64_t> compact_revision_;
@@ -128,6 +136,8 @@ class Writer {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> queue_;
+  bool busy_ = false;      // a batch is being committed (by the writer thread or by submit)
+  size_t last_batch_ = 0;  // writes in the last batch committed
   bool stopping_ = false;
   std::thread thread_;  // last: starts after everything above exists
 };

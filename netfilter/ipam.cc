@@ -366,46 +366,6 @@ Result<Ipam> Ipam::parse(std::string_view text, Cidr subnet, PortRange ports,
   return ipam;
 }
 
-Result<void> write_file_atomic(const std::string& path, std::string_view content) {
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Error::sys("open(" + tmp + ")", errno);
-  size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return Error::sys("write(" + tmp + ")", err);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fdatasync(fd) != 0) {
-    int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return Error::sys("fdatasync(" + tmp + ")", err);
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return Error::sys("rename(" + tmp + ", " + path + ")", err);
-  }
-  // The rename itself is durable once the directory is synced.
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return Error::sys("open(" + dir + ")", errno);
-  int rc = ::fsync(dfd);
-  int err = errno;
-  ::close(dfd);
-  if (rc != 0) return Error::sys("fsync(" + dir + ")", err);
-  return ok();
-}
-
 namespace {
 
 // The whole file, or "" when it does not exist.
@@ -471,7 +431,9 @@ Result<IpamStore::Lock> IpamStore::lock() {
   return held;
 }
 
-Result<void> IpamStore::save() const { return write_file_atomic(path_, ipam_.serialize()); }
+Result<void> IpamStore::save() const {
+  return qufop::write_file_atomic(path_, ipam_.serialize(), 0600);
+}
 
 Result<Lease> IpamStore::allocate(std::string_view instance_id, uint16_t instance_port,
                                   uint16_t requested_host_port, const Ipam::PortProbe& probe) {

@@ -119,9 +119,6 @@ class Ipam {
   uint16_t last_port_ = 0;
 };
 
-// Writes `path` atomically: `path.tmp`, fsync, rename, fsync of the directory.
-Result<void> write_file_atomic(const std::string& path, std::string_view content);
-
 // The persisted IPAM: every change is written before it returns; a failed write leaves the
 // in-memory state as it was.
 //

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -379,17 +380,34 @@ Result<std::unique_ptr<CgroupManager>> make_cgroup_manager(const std::string& ro
   return make_v1_manager(*layout);
 }
 
+namespace {
+// Between the threads of this process: a POSIX record lock excludes other processes only.
+std::mutex& parent_lock_mutex() {
+  static std::mutex m;
+  return m;
+}
+}  // namespace
+
+// A POSIX record lock (F_SETLKW), not flock(): a flock belongs to the open file, so a process
+// forked meanwhile by another thread (a sandbox's pid 1, which waits for its parent to make its
+// cgroup) would hold it on until its exec, and that parent would wait for the lock forever.
+// Record locks belong to the process and are not inherited across fork.
 ParentLock::ParentLock() {
+  parent_lock_mutex().lock();
   (void)::mkdir("/run/qufop", 0755);
   fd_ = ::open("/run/qufop/cgroup.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd_ >= 0) {
-    while (::flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+    struct flock lk {};
+    lk.l_type = F_WRLCK;
+    lk.l_whence = SEEK_SET;
+    while (::fcntl(fd_, F_SETLKW, &lk) != 0 && errno == EINTR) {
     }
   }
 }
 
 ParentLock::~ParentLock() {
   if (fd_ >= 0) ::close(fd_);  // closing releases the lock
+  parent_lock_mutex().unlock();
 }
 
 }  // namespace qufop::noded

@@ -33,6 +33,9 @@ class Cgroup {
   virtual Result<void> kill_all(std::chrono::milliseconds timeout) = 0;
   // Removes the cgroup (must be empty).
   virtual Result<void> remove() = 0;
+  // cgroup v1: the group's `tasks` file in each hierarchy it exists in, for a process that joins
+  // by itself (sandbox.cc). Empty: unknown here (v2, fakes); the caller looks for them.
+  virtual std::vector<std::string> v1_task_files() const { return {}; }
 };
 
 // Creates cgroups; the real one drives libcgroup, a fake one in tests works on a temp tree.

@@ -97,7 +97,8 @@ Result<void> kill_until_empty(const std::function<Result<std::vector<pid_t>>()>&
 // Serialises making and pruning parent groups across processes (noded, runners): without it a
 // prune() could remove a parent between another creator's check and its mkdir, and libcgroup
 // would then make the parent implicitly, without the cpuset a v1 group needs. An exclusive
-// flock on /run/qufop/cgroup.lock; without /run it locks nothing (best effort).
+// record lock (fcntl) on /run/qufop/cgroup.lock, plus a mutex between threads; without /run it
+// locks nothing (best effort).
 class ParentLock {
  public:
   ParentLock();

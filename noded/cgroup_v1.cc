@@ -47,7 +47,9 @@ Error cg_error(const std::string& what, int rc) {
   return Error{code, what + ": " + cgroup_strerror(rc), 0};
 }
 
-// cgroup_init() fills libcgroup's global mount table; once per process.
+// cgroup_init() fills libcgroup's global mount table; once per process, on first use (create or
+// open), not when the manager is made: it parses /proc/mounts, a few hundred microseconds that
+// the one-shot runner spends while pid 1 builds its rootfs (sandbox.cc makes the cgroup then).
 Result<void> init_libcgroup() {
   static std::once_flag once;
   static int rc = 0;
@@ -115,6 +117,16 @@ class V1Cgroup : public Cgroup {
       : path_(std::move(path)), mounts_(std::move(mounts)) {}
 
   const std::string& path() const override { return path_; }
+
+  std::vector<std::string> v1_task_files() const override {
+    std::vector<std::string> files;
+    for (const auto& [controller, mount] : mounts_) {
+      std::string tasks = mount + "/" + path_ + "/tasks";
+      // Co-mounted controllers (cpu,cpuacct) share one hierarchy: one file for both.
+      if (std::find(files.begin(), files.end(), tasks) == files.end()) files.push_back(tasks);
+    }
+    return files;
+  }
 
   Result<void> add_process(pid_t pid) override {
     // cgroup.procs, not tasks: the whole thread group moves, and its future children with it.
@@ -280,6 +292,7 @@ class V1Manager : public CgroupManager {
     QF_TRY(validate_limits(limits));
     QF_TRY(validate_parent(parent));
     QF_TRY(validate_id(id));
+    QF_TRY(init_libcgroup());
     if (!limits.cpuset.empty() && !mounts_.count("cpuset")) {
       return Error{"unavailable", "limits.cpuset: the cpuset controller is not mounted", 0};
     }
@@ -312,6 +325,7 @@ class V1Manager : public CgroupManager {
   Result<std::unique_ptr<Cgroup>> open(const std::string& parent, const std::string& id) override {
     QF_TRY(validate_parent(parent));
     QF_TRY(validate_id(id));
+    QF_TRY(init_libcgroup());
     std::string path = parent + "/" + id;
     std::map<std::string, std::string> present;
     for (const auto& [controller, mount] : mounts_) {
@@ -443,7 +457,6 @@ Result<std::unique_ptr<CgroupManager>> make_v1_manager(const CgroupLayout& layou
       mounts.emplace(c, it->second);
     }
   }
-  QF_TRY(init_libcgroup());
   bool has_memsw = exists(mounts["memory"] + "/memory.memsw.limit_in_bytes");
   return std::unique_ptr<CgroupManager>(new V1Manager(std::move(mounts), has_memsw));
 }

@@ -82,7 +82,7 @@ OutputPump::OutputPump(std::unique_ptr<RotatingLog> log, std::vector<Source> sou
     : log_(std::move(log)), sources_(std::move(sources)) {}
 
 OutputPump::~OutputPump() {
-  if (!started_) {  // never started: the sources are still ours to close
+  if (!started_) {  // never started nor drained: the sources are still ours to close
     for (const auto& s : sources_) {
       if (s.fd >= 0) ::close(s.fd);
     }
@@ -102,39 +102,58 @@ Result<void> OutputPump::join() {
   return result_;
 }
 
-void OutputPump::run() {
+std::vector<pollfd> OutputPump::pollfds() const {
   std::vector<pollfd> fds;
-  for (const auto& s : sources_) fds.push_back({s.fd, POLLIN, 0});
-  size_t open_count = fds.size();
+  for (const auto& src : sources_) {
+    if (src.fd >= 0) fds.push_back({src.fd, POLLIN, 0});
+  }
+  return fds;
+}
+
+void OutputPump::read_ready(const std::vector<pollfd>& ready) {
   char buf[16384];
-  while (open_count > 0) {
+  for (const pollfd& p : ready) {
+    if (p.revents == 0) continue;
+    auto src = std::find_if(sources_.begin(), sources_.end(),
+                            [&](const Source& s) { return s.fd >= 0 && s.fd == p.fd; });
+    if (src == sources_.end()) continue;
+    ssize_t n = ::read(src->fd, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) {  // EOF: every writer is gone
+      ::close(src->fd);
+      src->fd = -1;
+      continue;
+    }
+    std::string_view chunk(buf, static_cast<size_t>(n));
+    if (log_ && result_.ok()) {
+      // A failing log (disk full) must not block the sandbox: keep draining, report once.
+      if (auto r = log_->write(chunk); !r.ok()) result_ = r.error();
+    }
+    if (src->tee_fd >= 0) (void)write_all(src->tee_fd, chunk.data(), chunk.size(), "tee");
+  }
+}
+
+Result<void> OutputPump::drain() {
+  if (started_) return join();
+  started_ = true;
+  run();
+  return result_;
+}
+
+void OutputPump::run() {
+  for (;;) {
+    std::vector<pollfd> fds = pollfds();
+    if (fds.empty()) break;
     if (::poll(fds.data(), fds.size(), -1) < 0) {
       if (errno == EINTR) continue;
       if (result_.ok()) result_ = Error::sys("poll(sandbox output)", errno);
       break;
     }
-    for (size_t i = 0; i < fds.size(); ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-      if (n <= 0) {  // EOF: every writer is gone
-        ::close(fds[i].fd);
-        fds[i].fd = -1;
-        --open_count;
-        continue;
-      }
-      std::string_view chunk(buf, static_cast<size_t>(n));
-      if (log_ && result_.ok()) {
-        // A failing log (disk full) must not block the sandbox: keep draining, report once.
-        if (auto r = log_->write(chunk); !r.ok()) result_ = r.error();
-      }
-      if (sources_[i].tee_fd >= 0) {
-        (void)write_all(sources_[i].tee_fd, chunk.data(), chunk.size(), "tee");
-      }
-    }
+    read_ready(fds);
   }
-  for (auto& f : fds) {
-    if (f.fd >= 0) ::close(f.fd);
+  for (auto& src : sources_) {
+    if (src.fd >= 0) ::close(src.fd);
+    src.fd = -1;
   }
 }
 

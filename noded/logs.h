@@ -3,6 +3,8 @@
 // a chatty instance never fills the node's disk.
 #pragma once
 
+#include <poll.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -59,6 +61,14 @@ class OutputPump {
   void start();
   // Blocks until every source is at EOF; returns the first write error to the log, if any.
   Result<void> join();
+
+  // Without a thread, inside a caller's own poll loop (the one-shot runner's): the sources still
+  // open, to poll for POLLIN, and the results of that poll, each ready source read once.
+  std::vector<pollfd> pollfds() const;
+  void read_ready(const std::vector<pollfd>& ready);
+  // In the calling thread (unless the thread runs: then join()): copies until every source is at
+  // EOF; returns the first write error to the log, if any.
+  Result<void> drain();
 
  private:
   void run();

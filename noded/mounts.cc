@@ -5,6 +5,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #include <algorithm>
 #include <atomic>
@@ -55,6 +56,18 @@ std::string unescape_mountinfo(const std::string& s) {
   return out;
 }
 
+// Whether `name` in `dirfd` (or `dirfd` itself, for "") is the root of a mount: another
+// filesystem, or a bind mount of the same one (which the device number alone would not show).
+Result<bool> is_mount_root(int dirfd, const char* name, dev_t dev, const std::string& path) {
+  struct statx stx {};
+  int flags = AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | (*name ? 0 : AT_EMPTY_PATH);
+  if (::statx(dirfd, name, flags, STATX_TYPE, &stx) != 0)
+    return Error::sys("stat(" + path + ")", errno);
+  if (makedev(stx.stx_dev_major, stx.stx_dev_minor) != dev) return true;
+  return (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+         (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+}
+
 Result<void> remove_entries(int dirfd, dev_t dev, const std::string& path) {
   int dup_fd = ::dup(dirfd);
   if (dup_fd < 0) return Error::sys("dup", errno);
@@ -77,8 +90,10 @@ Result<void> remove_entries(int dirfd, dev_t dev, const std::string& path) {
       return Error::sys("stat(" + child + ")", errno);
     }
     if (S_ISDIR(st.st_mode)) {
-      // Another filesystem here is a mount that survived: never empty what it shows.
-      if (st.st_dev != dev) return Error{"conflict", child + ": still a mount point", EBUSY};
+      // A mount here survived: never empty what it shows.
+      auto mounted = is_mount_root(dirfd, name.c_str(), dev, child);
+      if (!mounted) return mounted.error();
+      if (*mounted) return Error{"conflict", child + ": still a mount point", EBUSY};
       int sub = ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (sub < 0) return Error::sys("open(" + child + ")", errno);
       auto r = remove_entries(sub, dev, child);
@@ -273,7 +288,15 @@ Result<void> remove_tree(const std::string& dir) {
     ::close(fd);
     return Error::sys("stat(" + dir + ")", err);
   }
-  auto r = remove_entries(fd, st.st_dev, dir);
+  auto mounted = is_mount_root(fd, "", st.st_dev, dir);
+  Result<void> r = ok();
+  if (!mounted) {
+    r = mounted.error();
+  } else if (*mounted) {
+    r = Error{"conflict", dir + ": is a mount point", EBUSY};
+  } else {
+    r = remove_entries(fd, st.st_dev, dir);
+  }
   ::close(fd);
   QF_TRY(r);
   if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) return Error::sys("rmdir(" + dir + ")", errno);

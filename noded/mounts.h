@@ -52,7 +52,8 @@ Result<void> create_run_dir(const RootfsPaths& paths);
 // (MNT_DETACH). Nothing mounted is fine.
 Result<void> unmount_under(const std::string& dir);
 // Removes `dir` and everything in it without following symlinks or crossing into another
-// filesystem (a mount left inside is refused, never emptied). A missing dir is fine.
+// filesystem (a mount left inside, bind mounts included, or `dir` itself being one, is refused
+// with EBUSY, never emptied). A missing dir is fine.
 Result<void> remove_tree(const std::string& dir);
 
 // ---- child side, in order (sandbox.cc lists the steps) ----

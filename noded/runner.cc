@@ -6,12 +6,14 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <vector>
 
 #include "netfilter/network.h"
 #include "noded/cgroup.h"
@@ -187,17 +189,25 @@ int stop_signal_fd() {
   return ::signalfd(-1, &set, SFD_CLOEXEC);
 }
 
-// Until the sandbox ends by itself, or a stop signal arrives: then StopWait.
-std::optional<ExitStatus> supervise(Sandbox& sb, int sigfd) {
+// Until the sandbox ends by itself, or a stop signal arrives: then StopWait. The output is
+// copied in the same loop (no thread for a command that only runs a moment); during StopWait,
+// which blocks, on the pump's own thread, so a command that writes while it stops never blocks
+// on a full pipe.
+std::optional<ExitStatus> supervise(Sandbox& sb, int sigfd, OutputPump& pump) {
   for (;;) {
-    pollfd fds[2] = {{sb.pidfd(), POLLIN, 0}, {sigfd, POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) {
+    std::vector<pollfd> fds = {{sb.pidfd(), POLLIN, 0}, {sigfd, POLLIN, 0}};
+    std::vector<pollfd> output = pump.pollfds();
+    fds.insert(fds.end(), output.begin(), output.end());
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
       if (errno == EINTR) continue;
       break;
     }
+    std::copy(fds.begin() + 2, fds.end(), output.begin());
+    pump.read_ready(output);
     if (fds[1].revents & POLLIN) {
       signalfd_siginfo info;
       (void)!::read(sigfd, &info, sizeof info);
+      pump.start();
       auto stopped = stop_wait(sb);
       if (stopped) return stopped->status;
       std::cerr << kProgram << ": stopping: " << stopped.error().message << "\n";
@@ -368,12 +378,10 @@ int run_main(int argc, char** argv) {
     remove_own_log();
     return fail(kExitRuntime, sandbox.error().message);
   }
-  // The pump's thread after the fork: no other thread runs while the runner forks (the command
-  // blocks on a full pipe for the microseconds until it starts, at worst).
-  pump.start();
-  auto status = supervise(**sandbox, sigfd);
+  auto status = supervise(**sandbox, sigfd, pump);
   auto released = (*sandbox)->release();
-  (void)pump.join();
+  // Every process of the sandbox is gone: the rest of its output, up to EOF.
+  (void)pump.drain();
   remove_own_log();
   if (!released.ok()) {
     std::cerr << kProgram << ": releasing the sandbox: " << released.error().message << "\n";

@@ -1,9 +1,16 @@
-// The sandbox as its steps. Parent side (Sandbox::start): run dir -> cgroup -> pid 1 in new
-// namespaces -> pid 1 into the cgroup (sync 1) -> wait for both execs (sync 2). Child side
-// (pid1_steps): namespaces -> private mounts -> overlay rootfs, /proc, /dev, /sys, /tmp, masks ->
-// pivot_root -> hostname, loopback -> read-only root -> (sync 1) -> cgroup namespace -> fork the
-// command (command_steps: workdir, privileges, seccomp, (sync 3), exec) -> pid 1 drops
-// privileges, loads seccomp and becomes qufop-init.
+// The sandbox as its steps. Parent side (Sandbox::start): run dir -> pid 1 in new namespaces ->
+// cgroup, made while pid 1 builds its rootfs -> pid 1 into the cgroup (sync 1) -> wait for both
+// execs (sync 2). Child side (pid1_steps): namespaces -> private mounts -> overlay rootfs, /proc,
+// /dev, /sys, /tmp, masks -> pivot_root -> hostname, loopback -> read-only root -> (sync 1) join
+// the cgroup -> cgroup namespace -> fork the command (command_steps: workdir, privileges,
+// seccomp, (sync 3), exec) -> pid 1 drops privileges, loads seccomp and becomes qufop-init.
+//
+// Why the cgroup is made after the fork: making it (libcgroup, a directory and a few values per
+// hierarchy) takes about as long as pid 1's mounts, and the two need nothing from each other
+// until pid 1 is about to fork the command. pid 1 joins the cgroup at sync 1, before that fork,
+// so the command and all it forks are born inside it and nothing of the user's ever runs
+// outside its limits; what pid 1 itself did before (our own code: mounts, no user input runs)
+// is charged to the starting process' cgroup.
 //
 // Why fork() and not a raw clone(): noded is multi-threaded. glibc's fork() runs the atfork
 // handlers, which take and release malloc's locks around the fork, so the child may allocate
@@ -78,7 +85,9 @@ class Fd {
 };
 
 // ---- the sync protocol: SOCK_SEQPACKET, one record per message ----
-// sync 1 (parent -> child): kSyncCgroupJoined — pid 1 is in the cgroup; it may fork the command.
+// sync 1 (parent -> child): kSyncCgroupJoined — the cgroup is ready. cgroup v1: the message
+//   carries (SCM_RIGHTS) the group's `tasks` file in each hierarchy, and pid 1 joins by itself;
+//   v2: the parent has moved pid 1 already. Either way pid 1 may then fork the command.
 // sync 2 (child -> parent): EOF — both ends in the child are close-on-exec: pid 1 became
 //   qufop-init and the command exec'd. Before that, a failing step sends kSyncError instead.
 // sync 3 (pid 1 -> command, a pipe inside the sandbox): EOF when pid 1 has dropped its
@@ -104,7 +113,6 @@ struct ChildPlan {
   bool kill_with_parent = false;
   int sync_fd = -1, status_fd = -1, init_fd = -1, netns_fd = -1;
   int init_ready_fd = -1;  // the command's read end of a pipe pid 1 holds open until its exec
-  std::vector<int> cgroup_task_fds;  // cgroup v1: the sandbox cgroup's `tasks`, per hierarchy
   int stdout_fd = -1, stderr_fd = -1;
 };
 
@@ -141,7 +149,6 @@ Result<void> setup_stdio(ChildPlan& p) {
   for (int* fd : {&p.sync_fd, &p.status_fd, &p.init_fd, &p.netns_fd, &p.stdout_fd, &p.stderr_fd}) {
     lift(*fd);
   }
-  for (int& fd : p.cgroup_task_fds) lift(fd);
   int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   if (null < 0) return Error::sys("open(/dev/null)", errno);
   int out = p.stdout_fd >= 0 ? p.stdout_fd : null;
@@ -164,28 +171,54 @@ void reset_signals(const sigset_t& blocked) {
   ::sigprocmask(SIG_SETMASK, &blocked, nullptr);
 }
 
+// At most this many v1 hierarchies hold a sandbox's cgroup (cgroup_v1.cc uses six).
+constexpr size_t kMaxTaskFds = 16;
+
 // cgroup v1: pid 1 moves itself, writing "0" to `tasks` in each hierarchy. A single thread
 // moving itself skips the kernel's global threadgroup lock, whose writer side waits for an RCU
 // grace period (~10 ms on a busy host) — the cost of the parent writing the pid to cgroup.procs.
-// pid 1 is single-threaded, so its thread is its whole process.
-Result<void> join_cgroup_v1(const std::vector<int>& task_fds) {
-  for (int fd : task_fds) {
-    if (::write(fd, "0", 1) != 1) return Error::sys("joining the cgroup (write tasks)", errno);
-    ::close(fd);
+// pid 1 is single-threaded, so its thread is its whole process. Closes the fds.
+Result<void> join_cgroup_v1(const int* task_fds, size_t n) {
+  Result<void> r = ok();
+  for (size_t i = 0; i < n; ++i) {
+    if (r.ok() && ::write(task_fds[i], "0", 1) != 1) {
+      r = Error::sys("joining the cgroup (write tasks)", errno);
+    }
+    ::close(task_fds[i]);
   }
-  return ok();
+  return r;
 }
 
-// sync 1, child side: block until the parent says pid 1 is in the cgroup.
+// sync 1, child side: block until the parent says the cgroup is ready, then join it (v1: the
+// `tasks` fds that came with the message). From here on pid 1 and all it forks are inside.
 Result<void> wait_for_cgroup(int sync_fd) {
   SyncMessage msg;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxTaskFds)];
   for (;;) {
-    ssize_t n = ::recv(sync_fd, &msg, sizeof msg, 0);
+    iovec iov{&msg, sizeof msg};
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control;
+    mh.msg_controllen = sizeof control;
+    ssize_t n = ::recvmsg(sync_fd, &mh, MSG_CMSG_CLOEXEC);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Error::sys("sync 1: recv", errno);
     if (n == 0) return Error{"unavailable", "sync 1: the parent is gone", 0};
-    if (msg.point != kSyncCgroupJoined) return Error{"internal", "sync 1: unexpected message", 0};
-    return ok();
+    int fds[kMaxTaskFds];
+    size_t count = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      for (size_t i = 0; i < k && count < kMaxTaskFds; ++i) {
+        std::memcpy(&fds[count++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      }
+    }
+    if (msg.point != kSyncCgroupJoined || (mh.msg_flags & MSG_CTRUNC)) {
+      for (size_t i = 0; i < count; ++i) ::close(fds[i]);
+      return Error{"internal", "sync 1: unexpected message", 0};
+    }
+    return join_cgroup_v1(fds, count);
   }
 }
 
@@ -269,10 +302,7 @@ Result<void> pid1_steps(ChildPlan& p) {
   // the runner (which stops the sandbox the StopWait way), not the sandbox's processes directly.
   if (::setsid() < 0) return Error::sys("setsid", errno);
   QF_TRY(setup_stdio(p));
-  // The cgroup before anything else (v1; on v2 the parent moves us before sync 1): what pid 1
-  // allocates from here on is the sandbox's.
-  QF_TRY(join_cgroup_v1(p.cgroup_task_fds));
-  // Own namespaces next: nothing below touches the host's mounts, hostname or network.
+  // Own namespaces first: nothing below touches the host's mounts, hostname or network.
   QF_TRY(enter_namespaces(p.spec->net, p.netns_fd));
   // Before any mount: private propagation, so no mount of ours reaches the host.
   QF_TRY(make_mounts_private());
@@ -294,8 +324,8 @@ Result<void> pid1_steps(ChildPlan& p) {
   if (p.spec->net == NetMode::kNone) QF_TRY(bring_up_loopback());
   // Read-only last among the mounts: the ones above create their mount points in the root.
   if (p.spec->readonly_root) QF_TRY(remount_root_readonly());
-  // sync 1: wait until pid 1 is in the cgroup for sure: the command is forked below, so it and
-  // all it forks are born inside; nothing of the user's has run yet.
+  // sync 1: the cgroup the parent made meanwhile; pid 1 is inside once this returns. The command
+  // is forked below, so it and all it forks are born inside; nothing of the user's has run yet.
   QF_TRY(wait_for_cgroup(p.sync_fd));
   // The cgroup namespace after joining: its root is the sandbox's own cgroup.
   QF_TRY(enter_cgroup_namespace());
@@ -338,14 +368,19 @@ Result<void> pid1_steps(ChildPlan& p) {
 }
 
 // cgroup v1: `<hierarchy>/<path>/tasks` in every v1 hierarchy the sandbox's cgroup exists in
-// (the manager created it in those it uses).
-Result<std::vector<Fd>> open_v1_task_files(const std::string& path) {
-  auto mounts = read_mountinfo();
-  if (!mounts) return mounts.error();
+// (the manager created it in those it uses): the group's own list, or else every cgroup mount.
+Result<std::vector<Fd>> open_v1_task_files(const Cgroup& cgroup) {
+  const std::string& path = cgroup.path();
+  std::vector<std::string> candidates = cgroup.v1_task_files();
+  if (candidates.empty()) {
+    auto mounts = read_mountinfo();
+    if (!mounts) return mounts.error();
+    for (const auto& m : *mounts) {
+      if (m.fstype == "cgroup") candidates.push_back(m.target + "/" + path + "/tasks");
+    }
+  }
   std::vector<Fd> files;
-  for (const auto& m : *mounts) {
-    if (m.fstype != "cgroup") continue;
-    std::string tasks = m.target + "/" + path + "/tasks";
+  for (const auto& tasks : candidates) {
     Fd fd(::open(tasks.c_str(), O_WRONLY | O_CLOEXEC));
     if (fd.get() >= 0) {
       files.push_back(std::move(fd));
@@ -354,6 +389,9 @@ Result<std::vector<Fd>> open_v1_task_files(const std::string& path) {
     }
   }
   if (files.empty()) return Error{"internal", "cgroup " + path + ": in no v1 hierarchy", 0};
+  if (files.size() > kMaxTaskFds) {
+    return Error{"internal", "cgroup " + path + ": in more v1 hierarchies than supported", 0};
+  }
   return files;
 }
 
@@ -473,13 +511,15 @@ Result<std::unique_ptr<Sandbox>> Sandbox::start(const SandboxSpec& spec,
   // The run dir first: the child mounts the rootfs in it.
   QF_TRY(s->create_run_dir());
   rollback.add("run dir", [s] { return s->remove_run_dir(); });
-  // The cgroup, with its limits, before the process exists: nothing runs unlimited.
-  QF_TRY(s->create_cgroup());
-  rollback.add("cgroup", [s] { return s->remove_cgroup(); });
   // pid 1 in new namespaces; it builds the rootfs, then waits at sync 1.
   QF_TRY(s->spawn());
+  // The cgroup's undo is registered before the process' so that it runs after it: a group is
+  // removed once pid 1 (possibly inside already) is dead. Without a cgroup it does nothing.
+  rollback.add("cgroup", [s] { return s->remove_cgroup(); });
   rollback.add("process", [s] { return s->kill_process(); });
-  // Into the cgroup, then sync 1: only then does pid 1 fork the command.
+  // The cgroup with its limits, while pid 1 mounts (see the top of this file).
+  QF_TRY(s->create_cgroup());
+  // Into the cgroup at sync 1: only then does pid 1 fork the command.
   QF_TRY(s->join_cgroup());
   // sync 2: both execs done, or the error of the step that failed.
   QF_TRY(s->await_exec());
@@ -502,8 +542,12 @@ Sandbox::~Sandbox() {
 Result<void> Sandbox::create_run_dir() { return noded::create_run_dir(paths_); }
 
 Result<void> Sandbox::remove_run_dir() {
-  // A mount outlives its namespace only if something of the sandbox still runs; detach lazily
-  // whatever is left in ours, then remove without crossing into a mount.
+  // The sandbox mounted everything in its own mount namespace (private from the start), so ours
+  // normally holds no mount under the run dir: remove straight away. remove_tree() stops at any
+  // mount it meets, never emptying it; only then are the mounts under the run dir detached
+  // (lazily) and the removal finished.
+  auto removed = remove_tree(paths_.run_dir);
+  if (removed.ok() || removed.error().sys_errno != EBUSY) return removed;
   QF_TRY(unmount_under(paths_.run_dir));
   return remove_tree(paths_.run_dir);
 }
@@ -567,13 +611,6 @@ Result<void> Sandbox::spawn() {
   p.stdout_fd = options_.stdout_fd;
   p.stderr_fd = options_.stderr_fd;
 
-  std::vector<Fd> task_files;
-  if (!options_.cgroups->is_v2()) {
-    auto files = open_v1_task_files(cgroup_->path());
-    if (!files) return files.error();
-    task_files = std::move(*files);
-    for (const auto& f : task_files) p.cgroup_task_fds.push_back(f.get());
-  }
   Fd init(::open(options_.init_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (init.get() < 0) return Error::sys("qufop-init at " + options_.init_path, errno);
   Fd netns;
@@ -619,17 +656,41 @@ Result<void> Sandbox::kill_process() {
 }
 
 Result<void> Sandbox::join_cgroup() {
-  // v1: pid 1 joined by itself, first thing (join_cgroup_v1); v2: moved from here (cgroup.procs
-  // is cheap there).
-  if (options_.cgroups->is_v2()) QF_TRY(cgroup_->add_process(init_pid_));
-  // sync 1: pid 1 is in; it may fork the command. A pid 1 that died already left its error on
-  // the socket: await_exec() reads it.
+  // v1: pid 1 joins by itself at sync 1, through the `tasks` fds sent with it (join_cgroup_v1);
+  // v2: moved from here (cgroup.procs is cheap there).
+  std::vector<Fd> task_files;
+  if (options_.cgroups->is_v2()) {
+    QF_TRY(cgroup_->add_process(init_pid_));
+  } else {
+    auto files = open_v1_task_files(*cgroup_);
+    if (!files) return files.error();
+    task_files = std::move(*files);
+  }
+  // sync 1: the cgroup is ready; pid 1 joins (v1) and may fork the command. A pid 1 that died
+  // already left its error on the socket: await_exec() reads it.
   SyncMessage msg;
   msg.point = kSyncCgroupJoined;
-  if (::send(sync_fd_, &msg, sizeof msg, MSG_NOSIGNAL) < 0 && errno != EPIPE) {
+  iovec iov{&msg, sizeof msg};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxTaskFds)] = {};
+  if (!task_files.empty()) {
+    mh.msg_control = control;
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * task_files.size());
+    cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * task_files.size());
+    for (size_t i = 0; i < task_files.size(); ++i) {
+      int fd = task_files[i].get();
+      std::memcpy(CMSG_DATA(c) + i * sizeof(int), &fd, sizeof fd);
+    }
+  }
+  if (::sendmsg(sync_fd_, &mh, MSG_NOSIGNAL) < 0 && errno != EPIPE) {
     return Error::sys("sync 1: send", errno);
   }
-  return ok();
+  return ok();  // our copies of the task fds close here; pid 1 holds its own
 }
 
 Result<void> Sandbox::await_exec() {
@@ -672,6 +733,7 @@ Result<void> Sandbox::reap(int options, bool* exited) {
     *exited = true;
     return ok();
   }
+  if (adopted_) return reap_adopted(options, exited);
   int wstatus = 0;
   pid_t r;
   do {

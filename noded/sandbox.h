@@ -74,6 +74,12 @@ class Sandbox {
   // says which step failed ("exec /bin/nope in rootfs: No such file or directory").
   static Result<std::unique_ptr<Sandbox>> start(const SandboxSpec& spec,
                                                 const StartOptions& options);
+  // Re-opens a sandbox an earlier noded started and that still runs (live restore after a
+  // restart; sandbox_adopt.cc): pid 1 by a pidfd, its cgroup, its run dir. The caller checks
+  // that init_pid is still the same process. noded is not pid 1's parent any more, so its exit
+  // status is unknown: wait() reports code -1.
+  static Result<std::unique_ptr<Sandbox>> adopt(const SandboxSpec& spec, pid_t init_pid,
+                                                const StartOptions& options);
   ~Sandbox();  // release(), errors logged
   Sandbox(const Sandbox&) = delete;
   Sandbox& operator=(const Sandbox&) = delete;
@@ -109,6 +115,7 @@ class Sandbox {
   Result<void> join_cgroup();
   Result<void> await_exec();
   Result<void> reap(int options, bool* exited);
+  Result<void> reap_adopted(int options, bool* exited);  // sandbox_adopt.cc
 
   SandboxSpec spec_;
   StartOptions options_;
@@ -120,6 +127,7 @@ class Sandbox {
   int status_fd_ = -1;  // read end of qufop-init's status pipe
   std::optional<ExitStatus> status_;
   bool released_ = false;
+  bool adopted_ = false;  // not our child: no waitpid, no status pipe
 };
 
 }  // namespace qufop::noded

@@ -852,7 +852,7 @@ TEST_F(KeeperStore, SchemaVersionIsRecordedAndANewerOneRefused) {
       sqlite3_prepare_v2(db, "SELECT v FROM meta WHERE k = 'schema_version'", -1, &stmt, nullptr),
       SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int64(stmt, 0), 2);
+  EXPECT_EQ(sqlite3_column_int64(stmt, 0), 3);
   sqlite3_finalize(stmt);
   ASSERT_EQ(sqlite3_exec(db, "UPDATE meta SET v = 99 WHERE k = 'schema_version'", nullptr, nullptr,
                          nullptr),
