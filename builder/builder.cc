@@ -1,5 +1,7 @@
 #include "builder/builder.h"
 
+#include "builder/import.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -50,7 +52,7 @@ int import_main(int argc, const char* const* argv) {
   const char* prog = "qufop-builder import";
   Flags f(prog,
           "usage: qufop-builder import NAME[:TAG] TAR [--data-dir DIR]\n"
-          "Imports a rootfs tarball as a one-layer base image.",
+          "Imports a rootfs tarball (as a one-layer base image) or an OCI archive.",
           {{"data-dir", "DIR", "root of the node's qufop data", kDefaultDataDir}});
   if (auto r = f.parse(argc, argv); !r) return report_fatal(prog, r.error().message, 2);
   if (f.help_requested()) {
@@ -66,7 +68,7 @@ int import_main(int argc, const char* const* argv) {
   if (auto r = make_dirs(dir, 0755); !r) return report_fatal(prog, r.error().message);
   auto store = OciStore::open(dir);
   if (!store) return report_fatal(prog, store.error().message);
-  auto manifest = import_rootfs_tarball(*store, ref, tar);
+  auto manifest = import_image(*store, ref, tar, dir + "/.import");
   if (!manifest) return report_fatal(prog, manifest.error().wrap("import " + tar).message);
   std::printf("imported %s as %s (%s)\n", tar.c_str(), ref.c_str(), manifest->digest.c_str());
   return 0;

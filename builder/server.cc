@@ -1,4 +1,5 @@
 #include "builder/server.h"
+#include "builder/import.h"
 #include "builder/layer.h"
 #include "common/files.h"
 
@@ -144,7 +145,7 @@ void Service::post_image(http::Request req, http::Responder res) {
     if (fd.valid()) {
       auto w = write_all(fd.get(), req.body, archive);
       manifest =
-          w ? import_rootfs_tarball(builder_.store(), name, archive) : Result<BlobRef>(w.error());
+          w ? import_image(builder_.store(), name, archive, tmpl) : Result<BlobRef>(w.error());
     } else {
       manifest = Error::sys("open(" + archive + ")", errno);
     }
