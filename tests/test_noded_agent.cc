@@ -192,9 +192,13 @@ TEST_F(AgentTest, ExitedProcessStaysStoppedWhileAssigned) {
 }
 
 TEST_F(AgentTest, AdoptedInstancesAreKeptUntilTheFirstAssignmentList) {
-  AdoptedInstance live{assignment("demo-00000007"), {"10.0.0.9", 20009}, std::nullopt};
-  AdoptedInstance dead{assignment("demo-00000008"), {"10.0.0.8", 0}, ExitInfo{-1, "gone"}};
-  agent_.adopt({live, dead});
+  std::vector<AdoptedInstance> adopted(2);
+  adopted[0].assignment = assignment("demo-00000007");
+  adopted[0].started = {"10.0.0.9", 20009};
+  adopted[1].assignment = assignment("demo-00000008");
+  adopted[1].started = {"10.0.0.8", 0};
+  adopted[1].exited = ExitInfo{-1, "gone"};
+  agent_.adopt(adopted);
   rt_.healthy = {"demo-00000007"};
   rt_.running = {"demo-00000007"};
   for (int i = 0; i < 3; ++i) round();
