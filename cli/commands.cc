@@ -44,15 +44,35 @@ int run(int argc, const char* const* argv) {
     print_usage(stderr);
     return kUsage;
   }
-  std::string_view name = argv[1];
+  // The flags every command takes may also come first: `qufopctl --config F nodes`.
+  std::vector<std::string> leading;
+  int at = 1;
+  while (at < argc) {
+    std::string_view a = argv[at];
+    bool takes_value = a == "--config" || a == "--scheduler" || a == "--gate";
+    bool with_value = a.starts_with("--config=") || a.starts_with("--scheduler=") ||
+                      a.starts_with("--gate=") || a == "--json";
+    if (!takes_value && !with_value) break;
+    leading.emplace_back(a);
+    if (takes_value && at + 1 < argc) leading.emplace_back(argv[++at]);
+    ++at;
+  }
+  if (at >= argc) {
+    print_usage(stderr);
+    return kUsage;
+  }
+  std::string_view name = argv[at];
   if (name == "-h" || name == "--help" || name == "help") {
     print_usage(stdout);
     return kOk;
   }
   for (const auto& c : commands()) {
-    if (name == c.name) return c.run(std::vector<std::string>(argv + 2, argv + argc));
+    if (name != c.name) continue;
+    std::vector<std::string> args(argv + at + 1, argv + argc);
+    args.insert(args.end(), leading.begin(), leading.end());
+    return c.run(args);
   }
-  std::fprintf(stderr, "qufopctl: unknown command '%s' (see qufopctl --help)\n", argv[1]);
+  std::fprintf(stderr, "qufopctl: unknown command '%s' (see qufopctl --help)\n", argv[at]);
   return kUsage;
 }
 

@@ -158,6 +158,21 @@ TEST_F(CliTest, HelpExitsZero) {
   }
 }
 
+TEST_F(CliTest, CommonFlagsMayComeBeforeTheCommand) {
+  // `qufopctl --config FILE nodes` reads FILE just like `qufopctl nodes --config FILE`.
+  for (auto args :
+       std::vector<std::vector<std::string>>{{"--config", "/nonexistent/qf.conf", "nodes"},
+                                             {"--config=/nonexistent/qf.conf", "--json", "list"},
+                                             {"nodes", "--config", "/nonexistent/qf.conf"}}) {
+    auto r = run_cli(args);
+    EXPECT_EQ(r.rc, kFailed) << r.err;
+    EXPECT_NE(r.err.find("/nonexistent/qf.conf"), std::string::npos) << r.err;
+    EXPECT_EQ(lines(r.err), 1u) << r.err;
+  }
+  auto alone = run_cli({"--config", "/nonexistent/qf.conf"});
+  EXPECT_EQ(alone.rc, kUsage);
+}
+
 TEST_F(CliTest, NamesAreCheckedBeforeAnyRequest) {
   // No server and no keys: a bad name must fail on its own, with exit 2.
   for (std::string bad :
