@@ -1,6 +1,5 @@
 #include "cli/client.h"
 #include "common/files.h"
-#include "common/random.h"
 
 #include <fcntl.h>
 #include <sys/random.h>
@@ -74,35 +73,6 @@ Result<void> write_client_config(const std::string& path, const ClientConfig& co
   std::string dir = slash == std::string::npos ? "." : path.substr(0, std::max<size_t>(slash, 1));
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return Error::sys("mkdir " + dir, errno);
   return write_file_atomic(path, format_client_config(config), 0600);
-}
-
-std::string random_nonce() {
-  auto hex = random_hex(8);
-  if (!hex) std::abort();  // invariant: getrandom on Linux >= 3.17 does not fail
-  return *hex;
-}
-
-http::Request sign_request(std::string_view access_key, std::string_view secret_key,
-                           std::string_view host, std::string method, std::string target,
-                           std::string content_type, std::string body,
-                           std::chrono::system_clock::time_point now, std::string nonce) {
-  http::Request req;
-  req.method = std::move(method);
-  req.target = std::move(target);
-  auto [path, query] = http::split_target(req.target);
-  req.path = path;
-  req.query = query;
-  req.headers = {{"X-Qiniu-Date", auth::format_qiniu_date(now)},
-                 {"X-Qiniu-Nonce", std::move(nonce)}};
-  if (!content_type.empty()) req.headers.emplace_back("Content-Type", content_type);
-  auth::SignableRequest s{req.method,   req.path,    req.query, std::string(host),
-                          content_type, req.headers, {}};
-  // Only JSON and form bodies are signed (auth.h); do not copy a large upload for nothing.
-  std::string_view media = std::string_view(content_type).substr(0, content_type.find(';'));
-  if (media == "application/json" || media == "application/x-www-form-urlencoded") s.body = body;
-  req.headers.emplace_back("Authorization", auth::authorization(access_key, secret_key, s));
-  req.body = std::move(body);
-  return req;
 }
 
 Error unreachable(std::string_view endpoint, const Error& transport) {

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "common/config.h"
+#include "common/api_client.h"
 #include "common/http.h"
 #include "common/http_client.h"
 #include "common/json.h"
@@ -49,14 +50,9 @@ std::string format_client_config(const ClientConfig& config);
 // directory with mode 0700.
 Result<void> write_client_config(const std::string& path, const ClientConfig& config);
 
-// A request ready to send: Authorization, X-Qiniu-Date, X-Qiniu-Nonce (and Content-Type when
-// there is a body type) set. `host` is "host:port" as dialled (the Host header).
-http::Request sign_request(std::string_view access_key, std::string_view secret_key,
-                           std::string_view host, std::string method, std::string target,
-                           std::string content_type, std::string body,
-                           std::chrono::system_clock::time_point now, std::string nonce);
-// 16 random hex digits.
-std::string random_nonce();
+// Request signing is common/api_client.h's.
+using api::random_nonce;
+using api::sign_request;
 
 // "cannot reach the scheduler at 127.0.0.1:7200: connection refused" from a failed connect;
 // a transport error after connecting is named as such.

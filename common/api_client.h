@@ -18,6 +18,16 @@
 
 namespace qufop::api {
 
+// A request ready to send: Authorization, X-Qiniu-Date (`now`), X-Qiniu-Nonce and, when a body
+// type is given, Content-Type set. `host` is "host:port" as dialled (the Host header). Only
+// JSON and form bodies are signed (auth.h).
+http::Request sign_request(std::string_view access_key, std::string_view secret_key,
+                           std::string_view host, std::string method, std::string target,
+                           std::string content_type, std::string body,
+                           std::chrono::system_clock::time_point now, std::string nonce);
+// 16 random hex digits: every signature differs (the scheduler refuses one it has seen).
+std::string random_nonce();
+
 class ApiClient {
  public:
   ApiClient(std::string host, uint16_t port, auth::Credentials credentials,

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "common/api.h"
+#include "common/api_client.h"
 #include "common/auth.h"
 #include "common/http_client.h"
 #include "common/json.h"
@@ -260,16 +261,8 @@ class Gate : public ::testing::Test {
       const std::string& method, const std::string& target, const std::string& ak,
       const std::string& sk,
       std::chrono::system_clock::time_point when = std::chrono::system_clock::now()) {
-    auto [path, query] = http::split_target(target);
-    std::string date = auth::format_qiniu_date(when);
-    auth::SignableRequest sr{
-        method, path, query, "127.0.0.1:" + std::to_string(port_), "", {{"X-Qiniu-Date", date}},
-        ""};
-    http::Request req;
-    req.method = method;
-    req.target = target;
-    req.headers = {{"X-Qiniu-Date", date}, {"Authorization", auth::authorization(ak, sk, sr)}};
-    return req;
+    return api::sign_request(ak, sk, "127.0.0.1:" + std::to_string(port_), method, target, "",
+                             "", when, api::random_nonce());
   }
 
   std::string metrics() {
