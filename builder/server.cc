@@ -1,9 +1,8 @@
 #include "builder/server.h"
 #include "builder/import.h"
 #include "builder/layer.h"
+#include "common/auth.h"
 #include "common/files.h"
-
-#include <openssl/crypto.h>
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
@@ -108,16 +107,9 @@ void Service::shutdown() {
 bool Service::token_ok(const http::Request& req, http::Responder& res) const {
   std::string token = options_.join_token;
   if (token.empty() && !options_.join_token_file.empty()) {
-    if (auto text = read_text_file(options_.join_token_file); text) token = *text;
-    while (!token.empty() && (token.back() == '\n' || token.back() == ' ')) token.pop_back();
+    if (auto t = auth::read_token_file(options_.join_token_file); t) token = *t;
   }
-  if (token.empty()) return true;
-  std::string expected = "Bearer " + token;
-  std::string_view got = req.header("Authorization");
-  if (got.size() == expected.size() &&
-      CRYPTO_memcmp(got.data(), expected.data(), expected.size()) == 0) {
-    return true;
-  }
+  if (token.empty() || auth::bearer_matches(req.header("Authorization"), token)) return true;
   res.send(
       http::Response::error(401, "unauthorized", "builds and imports need the cluster join token"));
   return false;

@@ -11,8 +11,8 @@
 #include <string>
 #include <string_view>
 
-#include "common/config.h"
 #include "common/api_client.h"
+#include "common/config.h"
 #include "common/http.h"
 #include "common/http_client.h"
 #include "common/json.h"

@@ -1,5 +1,9 @@
 #include "common/auth.h"
 
+#include <cctype>
+
+#include "common/files.h"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -300,6 +304,23 @@ Result<std::string> Verifier::verify(std::string_view authorization_header,
     return unauthorized("signature mismatch for access key " + quoted_echo(cred->access_key));
   }
   return std::string(cred->access_key);
+}
+
+std::string bearer(std::string_view token) { return "Bearer " + std::string(token); }
+
+bool bearer_matches(std::string_view authorization_header, std::string_view token) {
+  std::string expected = bearer(token);
+  return authorization_header.size() == expected.size() &&
+         CRYPTO_memcmp(authorization_header.data(), expected.data(), expected.size()) == 0;
+}
+
+Result<std::string> read_token_file(const std::string& path) {
+  auto text = read_text_file(path);
+  if (!text) return text.error();
+  std::string_view t = *text;
+  while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.remove_suffix(1);
+  while (!t.empty() && std::isspace(static_cast<unsigned char>(t.front()))) t.remove_prefix(1);
+  return std::string(t);
 }
 
 }  // namespace qufop::auth

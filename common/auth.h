@@ -74,4 +74,12 @@ class Verifier {
   std::chrono::seconds window_;
 };
 
+// The cluster token daemons present to each other: `Authorization: Bearer <token>`.
+std::string bearer(std::string_view token);
+// The header carries exactly that token (compared in constant time).
+bool bearer_matches(std::string_view authorization_header, std::string_view token);
+// A token kept in a file, surrounding whitespace dropped; the read's error (not_found when the
+// file is missing) or an empty string for an empty file.
+Result<std::string> read_token_file(const std::string& path);
+
 }  // namespace qufop::auth

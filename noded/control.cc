@@ -1,5 +1,7 @@
 #include "noded/control.h"
 
+#include "common/auth.h"
+
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -86,7 +88,7 @@ void Control::heartbeat_loop() {
     http::Request req;
     req.method = "POST";
     req.target = target;
-    req.headers = {{"Authorization", "Bearer " + options_.token},
+    req.headers = {{"Authorization", auth::bearer(options_.token)},
                    {"Content-Type", "application/json"}};
     req.body = json::serialize(api::to_json(status(true)));
     auto resp = client.send(req);
@@ -140,7 +142,7 @@ void Control::assignments_loop() {
     req.method = "GET";
     req.target = "/v1/nodes/" + options_.node_id + "/assignments?index=" + std::to_string(index) +
                  "&wait=" + std::to_string(kPollWaitSeconds) + "s";
-    req.headers = {{"Authorization", "Bearer " + options_.token}};
+    req.headers = {{"Authorization", auth::bearer(options_.token)}};
     auto resp = client.send(req);
     if (stopping_) return;
     std::string error;

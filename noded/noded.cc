@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "common/auth.h"
 
 #include <atomic>
 #include <boost/json.hpp>
@@ -61,12 +62,6 @@ std::vector<FlagSpec> flags() {
 
 namespace {
 
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  while (!s.empty() && s.front() == ' ') s.erase(s.begin());
-  return s;
-}
-
 Result<std::map<std::string, std::string>> parse_labels(const std::string& text) {
   std::map<std::string, std::string> out;
   size_t pos = 0;
@@ -90,13 +85,13 @@ Result<std::string> join_token(const DaemonOptions& o) {
   std::string file = f.get("join-token-file");
   bool given = !file.empty();
   if (!given) file = o.data_dir + "/scheduler/join-token";
-  auto text = read_text_file(file);
+  auto text = auth::read_token_file(file);
   if (!text) {
     if (given) return text.error().wrap("--join-token-file");
     if (text.error().sys_errno != ENOENT) return text.error().wrap("data dir: join token");
     return std::string();  // a scheduler without a token (tests) or started later
   }
-  return trim(*text);
+  return *text;
 }
 
 Result<ControlOptions> control_options(const DaemonOptions& o) {

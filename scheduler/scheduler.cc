@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include <spdlog/spdlog.h>
+#include "common/auth.h"
 #include "common/files.h"
 #include "common/random.h"
 #include "keeper/client.h"
@@ -54,11 +55,7 @@ Result<std::string> join_token(const DaemonOptions& options) {
   if (!options.flags.get("join-token").empty()) return options.flags.get("join-token");
   QF_TRY(make_dirs(options.state_dir(), 0700));
   std::string path = options.state_dir() + "/join-token";
-  if (auto text = read_text_file(path); text) {
-    std::string token = *text;
-    while (!token.empty() && (token.back() == '\n' || token.back() == ' ')) token.pop_back();
-    if (!token.empty()) return token;
-  }
+  if (auto token = auth::read_token_file(path); token && !token->empty()) return *token;
   auto generated = random_hex(16);
   if (!generated) return generated.error();
   std::string token = *generated;

@@ -1,12 +1,12 @@
 #include "scheduler/service.h"
 
-#include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/json.hpp>
 #include <charconv>
 #include <cmath>
 
+#include "common/auth.h"
 #include "common/http_client.h"
 
 namespace qufop::scheduler {
@@ -129,10 +129,7 @@ void Service::reap_finished_locked() {
 }
 
 bool Service::token_ok(const http::Request& req) const {
-  std::string_view auth = req.header("Authorization");
-  std::string expected = "Bearer " + options_.join_token;
-  return auth.size() == expected.size() &&
-         CRYPTO_memcmp(auth.data(), expected.data(), expected.size()) == 0;
+  return auth::bearer_matches(req.header("Authorization"), options_.join_token);
 }
 
 void Service::handle(http::Request req, http::Responder res) {
@@ -410,7 +407,7 @@ void Service::build(http::Request req, http::Responder res, std::string ufop) {
   http::Request out;
   out.method = "POST";
   out.target = "/v1/builds?ufop=" + http::url_encode(ufop) + "&version=" + std::to_string(version);
-  out.headers.emplace_back("Authorization", "Bearer " + options_.join_token);
+  out.headers.emplace_back("Authorization", auth::bearer(options_.join_token));
   std::string_view type = req.header("Content-Type");
   out.headers.emplace_back("Content-Type", type.empty() ? "application/x-tar" : std::string(type));
   out.body = std::move(req.body);
@@ -551,7 +548,7 @@ void Service::import_image(http::Request req, http::Responder res) {
   http::Request out;
   out.method = "POST";
   out.target = "/v1/images?name=" + http::url_encode(req.query_param("name"));
-  out.headers.emplace_back("Authorization", "Bearer " + options_.join_token);
+  out.headers.emplace_back("Authorization", auth::bearer(options_.join_token));
   out.headers.emplace_back("Content-Type", "application/x-tar");
   out.body = std::move(req.body);
   http::Client client(options_.builder.host, options_.builder.port, {2000ms, 600'000ms});

@@ -261,8 +261,8 @@ class Gate : public ::testing::Test {
       const std::string& method, const std::string& target, const std::string& ak,
       const std::string& sk,
       std::chrono::system_clock::time_point when = std::chrono::system_clock::now()) {
-    return api::sign_request(ak, sk, "127.0.0.1:" + std::to_string(port_), method, target, "",
-                             "", when, api::random_nonce());
+    return api::sign_request(ak, sk, "127.0.0.1:" + std::to_string(port_), method, target, "", "",
+                             when, api::random_nonce());
   }
 
   std::string metrics() {
