@@ -1,16 +1,34 @@
 #include "noded/control.h"
 
-#include "common/auth.h"
-
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <random>
 
+#include "common/auth.h"
 #include "common/http_client.h"
 #include "common/json.h"
 
 namespace qufop::noded {
+
+namespace {
+
+// A scheduler answer as a record: the transport error, "HTTP <status>: <body>" or
+// "reply: <why it does not parse>".
+template <typename T>
+Result<T> scheduler_reply(Result<http::Response> resp, Result<T> (*from)(const json::Value&)) {
+  if (!resp) return resp.error();
+  if (resp->status != 200) {
+    return Error::io("HTTP " + std::to_string(resp->status) + ": " + resp->body);
+  }
+  auto v = json::parse(resp->body);
+  if (!v) return Error::io("reply: " + v.error().message);
+  auto record = from(*v);
+  if (!record) return Error::io("reply: " + record.error().message);
+  return record;
+}
+
+}  // namespace
 
 namespace {
 
@@ -91,17 +109,9 @@ void Control::heartbeat_loop() {
     req.headers = {{"Authorization", auth::bearer(options_.token)},
                    {"Content-Type", "application/json"}};
     req.body = json::serialize(api::to_json(status(true)));
-    auto resp = client.send(req);
-    std::string error;
-    if (!resp) {
-      error = resp.error().message;
-    } else if (resp->status != 200) {
-      error = "HTTP " + std::to_string(resp->status) + ": " + resp->body;
-    } else if (auto v = json::parse(resp->body); !v) {
-      error = "reply: " + v.error().message;
-    } else if (auto reply = api::heartbeat_reply_from_json(*v); !reply) {
-      error = "reply: " + reply.error().message;
-    } else {
+    auto reply = scheduler_reply(client.send(req), api::heartbeat_reply_from_json);
+    std::string error = reply ? "" : reply.error().message;
+    if (reply) {
       scheduler_index_ = reply->assignments_index;
       if (reply->heartbeat_ms > 0) interval = std::chrono::milliseconds(reply->heartbeat_ms);
     }
@@ -145,16 +155,9 @@ void Control::assignments_loop() {
     req.headers = {{"Authorization", auth::bearer(options_.token)}};
     auto resp = client.send(req);
     if (stopping_) return;
-    std::string error;
-    if (!resp) {
-      error = resp.error().message;
-    } else if (resp->status != 200) {
-      error = "HTTP " + std::to_string(resp->status) + ": " + resp->body;
-    } else if (auto v = json::parse(resp->body); !v) {
-      error = "reply: " + v.error().message;
-    } else if (auto list = api::assignment_list_from_json(*v); !list) {
-      error = "reply: " + list.error().message;
-    } else {
+    auto list = scheduler_reply(std::move(resp), api::assignment_list_from_json);
+    std::string error = list ? "" : list.error().message;
+    if (list) {
       bool first = agent_.assignments_index() < 0;
       if (first || list->index != index) {
         spdlog::info("assignments: index {}, {} instance(s)", list->index, list->instances.size());
