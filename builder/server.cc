@@ -62,6 +62,39 @@ bool split_registry_path(std::string_view path, std::string* name, std::string* 
 
 }  // namespace
 
+namespace {
+
+// A request body saved to a file in a fresh temp dir under the service's upload dir; the dir
+// goes when this does.
+class SavedUpload {
+ public:
+  static Result<std::unique_ptr<SavedUpload>> save(const std::string& upload_dir,
+                                                   const std::string& prefix, std::string_view body,
+                                                   const std::string& file_name) {
+    std::error_code ec;
+    fs::create_directories(upload_dir, ec);
+    std::string dir = upload_dir + "/" + prefix + "-XXXXXX";
+    if (!::mkdtemp(dir.data())) return Error::sys("mkdtemp in " + upload_dir, errno);
+    std::unique_ptr<SavedUpload> saved(new SavedUpload(dir, dir + "/" + file_name));
+    UniqueFd fd(::open(saved->file_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!fd.valid()) return Error::sys("open(" + saved->file_ + ")", errno);
+    QF_TRY(write_all(fd.get(), body, saved->file_));
+    return saved;
+  }
+  ~SavedUpload() {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  const std::string& dir() const { return dir_; }
+  const std::string& file() const { return file_; }
+
+ private:
+  SavedUpload(std::string dir, std::string file) : dir_(std::move(dir)), file_(std::move(file)) {}
+  std::string dir_, file_;
+};
+
+}  // namespace
+
 std::string registry_error_body(std::string_view code, std::string_view message) {
   json::Object e;
   e["code"] = code;
@@ -124,25 +157,9 @@ void Service::post_image(http::Request req, http::Responder res) {
                                           "name: expected ?name=NAME[:TAG], got '" + name + "'" +
                                               (ref ? std::string() : ": " + ref.error().message)));
   }
-  std::error_code ec;
-  fs::create_directories(options_.upload_dir, ec);
-  std::string tmpl = options_.upload_dir + "/image-XXXXXX";
-  if (!::mkdtemp(tmpl.data())) {
-    return res.send(http::Response::error(500, "internal", "mkdtemp in " + options_.upload_dir));
-  }
-  std::string archive = tmpl + "/rootfs.tar";
-  Result<BlobRef> manifest = Error::io("not written");
-  {
-    UniqueFd fd(::open(archive.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (fd.valid()) {
-      auto w = write_all(fd.get(), req.body, archive);
-      manifest =
-          w ? import_image(builder_.store(), name, archive, tmpl) : Result<BlobRef>(w.error());
-    } else {
-      manifest = Error::sys("open(" + archive + ")", errno);
-    }
-  }
-  fs::remove_all(tmpl, ec);
+  auto upload = SavedUpload::save(options_.upload_dir, "image", req.body, "image.tar");
+  if (!upload) return res.send(http::Response::error(500, "internal", upload.error().message));
+  auto manifest = import_image(builder_.store(), name, (*upload)->file(), (*upload)->dir());
   if (!manifest) {
     return res.send(http::Response::error(400, "invalid_image", manifest.error().message));
   }
@@ -194,33 +211,16 @@ void Service::post_build(http::Request req, http::Responder res) {
 
 void Service::run_build(http::Request req, http::Responder res, std::string ufop,
                         std::string version) {
-  std::error_code ec;
-  fs::create_directories(options_.upload_dir, ec);
-  std::string tmpl = options_.upload_dir + "/upload-XXXXXX";
-  if (!::mkdtemp(tmpl.data())) {
-    return res.send(http::Response::error(500, "internal", "mkdtemp in " + options_.upload_dir));
-  }
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() {
-      std::error_code ec;
-      fs::remove_all(dir, ec);
-    }
-  } cleanup{tmpl};
-  std::string archive = tmpl + "/upload.tar";
-  {
-    UniqueFd fd(::open(archive.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (!fd.valid()) return res.send(http::Response::error(500, "internal", "open " + archive));
-    if (auto r = write_all(fd.get(), req.body, archive); !r) {
-      return res.send(http::Response::error(500, "internal", r.error().message));
-    }
-  }
+  auto upload = SavedUpload::save(options_.upload_dir, "upload", req.body, "upload.tar");
+  if (!upload) return res.send(http::Response::error(500, "internal", upload.error().message));
+  const std::string& archive = (*upload)->file();
   req.body.clear();
   req.body.shrink_to_fit();
-  std::string dir = tmpl + "/src";
+  std::string dir = (*upload)->dir() + "/src";
   if (auto r = extract_upload(archive, dir, options_.upload_limits); !r) {
     return res.send(http::Response::error(400, "invalid_upload", r.error().message));
   }
+  std::error_code ec;
   fs::remove(archive, ec);
   auto descriptor = load_descriptor(dir + "/ufop.yaml");
   if (!descriptor) {
