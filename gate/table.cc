@@ -177,6 +177,7 @@ struct Watcher::State {
   std::function<int64_t()> now_ms;
   std::atomic<bool> stopping{false};
   std::atomic<bool> synced{false};
+  bool done = false;  // run() returned (under mu)
   std::mutex mu;
   std::condition_variable cv;
 };
@@ -244,15 +245,32 @@ Watcher::Watcher(std::vector<HostPort> endpoints, std::shared_ptr<Table> table,
 Watcher::~Watcher() { stop(); }
 
 void Watcher::start() {
-  thread_ = std::thread([s = state_] { s->run(); });
+  thread_ = std::thread([s = state_] {
+    s->run();
+    std::lock_guard lock(s->mu);
+    s->done = true;
+    s->cv.notify_all();
+  });
 }
 
 bool Watcher::synced() const { return state_->synced.load(); }
 
 void Watcher::stop() {
-  state_->stopping = true;
-  state_->cv.notify_all();
-  if (thread_.joinable()) thread_.detach();
+  if (!thread_.joinable()) return;
+  bool done;
+  {
+    std::unique_lock lock(state_->mu);
+    state_->stopping = true;
+    state_->cv.notify_all();
+    // Out of a pause or a failing connect it ends at once; a keeper watch stream cannot be
+    // interrupted (it ends at its next event or idle timeout), so that one is left behind.
+    done = state_->cv.wait_for(lock, std::chrono::seconds(2), [this] { return state_->done; });
+  }
+  if (done) {
+    thread_.join();
+  } else {
+    thread_.detach();
+  }
 }
 
 }  // namespace qufop::gate
