@@ -194,7 +194,7 @@ Result<void> validate_parent(const std::string& parent) {
   auto bad = [&](const char* why) {
     return Error::invalid("cgroup parent '" + parent + "': " + why);
   };
-  if (parent.empty()) return bad("empty");
+  if (parent.empty()) return ok();  // right under the hierarchy's root
   if (parent.size() > 256) return bad("longer than 256 characters");
   for (std::string_view part : split(parent, '/')) {
     if (part.empty() || part == "." || part == "..") {
@@ -264,6 +264,18 @@ FileValues v2_values(const Limits& limits) {
 }
 
 Result<std::string> read_text(const std::string& path) { return read_text_file(path); }
+
+Result<void> write_text(const std::string& path, const std::string& value, int open_flags) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | open_flags, 0644);
+  if (fd < 0) return Error::sys("open(" + path + ")", errno);
+  ssize_t n = ::write(fd, value.data(), value.size());
+  int err = errno;
+  ::close(fd);
+  if (n != static_cast<ssize_t>(value.size())) {
+    return Error::sys("write(" + path + ", '" + value + "')", n < 0 ? err : EIO);
+  }
+  return ok();
+}
 
 bool exists(const std::string& path) {
   struct stat st;
@@ -378,6 +390,54 @@ Result<std::unique_ptr<CgroupManager>> make_cgroup_manager(const std::string& ro
   if (!layout.ok()) return layout.error();
   if (layout->v2) return make_v2_manager(layout->v2_mount);
   return make_v1_manager(*layout);
+}
+
+namespace {
+
+class DeferredManager : public CgroupManager {
+ public:
+  bool is_v2() const override {
+    auto* m = manager();
+    return m && m->is_v2();
+  }
+  Result<std::unique_ptr<Cgroup>> create(const std::string& parent, const std::string& id,
+                                         const Limits& limits) override {
+    QF_TRY(detect());
+    return manager_->create(parent, id, limits);
+  }
+  Result<std::unique_ptr<Cgroup>> open(const std::string& parent, const std::string& id) override {
+    QF_TRY(detect());
+    return manager_->open(parent, id);
+  }
+  void prune(const std::string& parent) override {
+    if (detect().ok()) manager_->prune(parent);
+  }
+
+ private:
+  Result<void> detect() const {
+    if (!detected_) {
+      detected_ = true;
+      auto made = make_cgroup_manager();
+      if (made.ok()) {
+        manager_ = std::move(*made);
+      } else {
+        error_ = made.error();
+      }
+    }
+    if (!manager_) return *error_;
+    return ok();
+  }
+  CgroupManager* manager() const { return detect().ok() ? manager_.get() : nullptr; }
+
+  mutable bool detected_ = false;
+  mutable std::unique_ptr<CgroupManager> manager_;
+  mutable std::optional<Error> error_;
+};
+
+}  // namespace
+
+std::unique_ptr<CgroupManager> make_deferred_cgroup_manager() {
+  return std::make_unique<DeferredManager>();
 }
 
 namespace {

@@ -28,6 +28,8 @@ class Cgroup {
   virtual Result<void> add_process(pid_t pid) = 0;
   virtual Result<std::vector<pid_t>> processes() const = 0;
   virtual Result<CgroupStats> stats() const = 0;
+  // stats().oom_killed alone: one file, for the exit status of every sandbox.
+  virtual Result<bool> oom_killed() const = 0;
   // SIGKILLs every process in it and waits until it is empty (v2 cgroup.kill; v1 freeze,
   // kill, thaw), bounded by `timeout`.
   virtual Result<void> kill_all(std::chrono::milliseconds timeout) = 0;
@@ -58,5 +60,9 @@ class CgroupManager {
 // The host's manager: v2 when /sys/fs/cgroup is cgroup2 with the needed controllers enabled,
 // else v1. `root` overrides the mount root (tests point it at a fake tree).
 Result<std::unique_ptr<CgroupManager>> make_cgroup_manager(const std::string& root = "");
+
+// The host's manager, detected on first use: the one-shot runner detects it while pid 1 builds
+// its rootfs. A detection error comes back from create() and open(); is_v2() is false then.
+std::unique_ptr<CgroupManager> make_deferred_cgroup_manager();
 
 }  // namespace qufop::noded

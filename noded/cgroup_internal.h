@@ -51,8 +51,13 @@ Result<CgroupLayout> choose_layout(
 
 // Error::invalid naming the field for limits the kernel would refuse or that make no sense.
 Result<void> validate_limits(const Limits& limits);
-// "qufop", "qufop/test-1": relative, components of [A-Za-z0-9._-], no "." or "..".
+// "qufop", "qufop/test-1": relative, components of [A-Za-z0-9._-], no "." or "..". Empty: the
+// group goes right under the hierarchy's root (the one-shot runner's, as crun places its own).
 Result<void> validate_parent(const std::string& parent);
+// "<parent>/<id>", or "<id>" under the root.
+inline std::string group_path(const std::string& parent, const std::string& id) {
+  return parent.empty() ? id : parent + "/" + id;
+}
 // 1-64 chars of [a-z0-9_-] (spec.h).
 Result<void> validate_id(const std::string& id);
 
@@ -76,6 +81,9 @@ FileValues v2_values(const Limits& limits);
 
 // The whole of a (small) kernel text file; Error::sys("open(<path>)", ENOENT) when missing.
 Result<std::string> read_text(const std::string& path);
+// `value` written to `path` in one write(2), as control files want; the error names the path and
+// the value. `open_flags` are added to O_WRONLY | O_CLOEXEC.
+Result<void> write_text(const std::string& path, const std::string& value, int open_flags = 0);
 // Whether `path` exists (any type).
 bool exists(const std::string& path);
 // "a b\nc" -> {"a", "b", "c"}.

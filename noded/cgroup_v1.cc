@@ -1,20 +1,18 @@
 // cgroup v1 through libcgroup: one directory per controller hierarchy, the same relative path in
 // each ("qufop/qf-abc" under /sys/fs/cgroup/{cpu,cpuacct,cpuset,freezer,memory,pids}).
 //
-// libcgroup quirks this file works around (libcgroup 2.0.2):
+// libcgroup finds the hierarchies (cgroup_init), makes and deletes the groups; control files are
+// read and written directly (see control_file below). Its quirks this file works around
+// (libcgroup 2.0.2):
 // - cgroup_create_cgroup() on an existing group succeeds and rewrites its values, so existence
 //   is checked first (an id must never silently share another sandbox's cgroup), and an existing
 //   parent is never "created" again (that would reset an operator's cpuset on it).
 // - cgroup_create_cgroup() leaves the directories it made when a value write fails, and does
-//   not say which file failed; so groups are created without values and each value is written
-//   on its own (cgroup_modify_cgroup with one value), the failure naming file and value.
-// - cgroup_attach_task_pid() writes to `tasks`, moving one thread; a process is moved by writing
-//   its pid to cgroup.procs instead (as a value through cgroup_modify_cgroup).
+//   not say which file failed; so groups are created without values (but a new cpuset parent's
+//   inherited cpus and mems) and each value is written on its own, the failure naming the file.
 // - cgroup_delete_cgroup_ext(): without flags it migrates remaining tasks to the parent (out of
 //   the limits); with CGFLAG_DELETE_EMPTY_ONLY it returns 0 for a group with tasks and keeps it.
 //   So remove() refuses a populated group itself and checks the directories are gone after.
-// - cgroup_strerror(ECGEOF) reads "Failed to parse config file" (its table skips 50022); ECGEOF
-//   is the normal end of an iteration and never shown.
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/types.h>
@@ -25,6 +23,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 
 #include "noded/cgroup.h"
 #include "noded/cgroup_internal.h"
@@ -64,24 +63,23 @@ Result<CgroupPtr> new_group(const std::string& path) {
   return cg;
 }
 
-// The whole of one control file, via libcgroup's line iterator.
-Result<std::string> read_value(const std::string& controller, const std::string& path,
-                               const std::string& file) {
-  std::string name = file;
-  char buf[4096];
-  void* handle = nullptr;
-  std::string out;
-  int rc = cgroup_read_value_begin(controller.c_str(), path.c_str(), name.data(), &handle, buf,
-                                   sizeof buf);
-  while (rc == 0) {
-    out += buf;
-    rc = cgroup_read_value_next(&handle, buf, sizeof buf);
-  }
-  if (handle) cgroup_read_value_end(&handle);
-  if (rc != ECGEOF) {
-    return cg_error("cgroup v1: reading " + controller + ":" + path + "/" + file, rc);
-  }
-  return out;
+using Mounts = std::map<std::string, std::string>;  // controller -> mount point
+
+// A control file of `path` ("/" or "" for a hierarchy's root group) in the controller's hierarchy.
+// Read and written directly: libcgroup's cgroup_modify_cgroup() re-reads /proc/mounts for every
+// value it writes (about twenty times per sandbox), and its value reader adds nothing to read(2).
+std::string control_file(const Mounts& mounts, const std::string& controller,
+                         const std::string& path, const std::string& file) {
+  auto it = mounts.find(controller);
+  std::string mount = it == mounts.end() ? "/sys/fs/cgroup/" + controller : it->second;
+  return path.empty() || path == "/" ? mount + "/" + file : mount + "/" + path + "/" + file;
+}
+
+Result<std::string> read_value(const Mounts& mounts, const std::string& controller,
+                               const std::string& path, const std::string& file) {
+  auto text = read_text(control_file(mounts, controller, path, file));
+  if (!text.ok()) return text.error().wrap("cgroup v1");
+  return text;
 }
 
 std::string trimmed(std::string s) {
@@ -89,20 +87,11 @@ std::string trimmed(std::string s) {
   return s;
 }
 
-// One value written on its own, so a failure names the file (see the quirks above).
-Result<void> write_value(const std::string& controller, const std::string& path,
-                         const std::string& file, const std::string& value) {
-  auto what = [&] {
-    return "cgroup v1: writing '" + value + "' to " + controller + ":" + path + "/" + file;
-  };
-  auto cg = new_group(path);
-  if (!cg.ok()) return cg.error();
-  cgroup_controller* c = cgroup_add_controller(cg->get(), controller.c_str());
-  if (!c) return Error{"internal", what() + ": cgroup_add_controller failed", 0};
-  if (int rc = cgroup_add_value_string(c, file.c_str(), value.c_str()); rc != 0) {
-    return cg_error(what(), rc);
-  }
-  if (int rc = cgroup_modify_cgroup(cg->get()); rc != 0) return cg_error(what(), rc);
+Result<void> write_value(const Mounts& mounts, const std::string& controller,
+                         const std::string& path, const std::string& file,
+                         const std::string& value) {
+  auto written = write_text(control_file(mounts, controller, path, file), value);
+  if (!written.ok()) return written.error().wrap("cgroup v1");
   return ok();
 }
 
@@ -131,7 +120,7 @@ class V1Cgroup : public Cgroup {
   Result<void> add_process(pid_t pid) override {
     // cgroup.procs, not tasks: the whole thread group moves, and its future children with it.
     for (const auto& [controller, mount] : mounts_) {
-      QF_TRY(write_value(controller, path_, "cgroup.procs", std::to_string(pid)));
+      QF_TRY(write_value(mounts_, controller, path_, "cgroup.procs", std::to_string(pid)));
     }
     return ok();
   }
@@ -139,7 +128,7 @@ class V1Cgroup : public Cgroup {
   Result<std::vector<pid_t>> processes() const override {
     // Every hierarchy holds the same processes (add_process writes all); freezer is the one
     // kill_all works through.
-    auto text = read_value(primary(), path_, "cgroup.procs");
+    auto text = read_value(mounts_, primary(), path_, "cgroup.procs");
     if (!text.ok()) return text.error();
     return parse_pids(*text);
   }
@@ -147,20 +136,29 @@ class V1Cgroup : public Cgroup {
   Result<CgroupStats> stats() const override {
     CgroupStats s;
     if (mounts_.count("memory")) {
-      auto oom = read_value("memory", path_, "memory.oom_control");
+      auto oom = oom_killed();
       if (!oom.ok()) return oom.error();
-      // oom_kill counts the tasks the OOM killer killed in this group (kernel >= 4.13).
-      s.oom_killed = keyed_value(*oom, "oom_kill") > 0;
-      s.memory_peak = number_or_zero(read_value("memory", path_, "memory.max_usage_in_bytes"));
+      s.oom_killed = *oom;
+      s.memory_peak =
+          number_or_zero(read_value(mounts_, "memory", path_, "memory.max_usage_in_bytes"));
     }
     if (mounts_.count("cpuacct")) {
-      s.cpu_usage_usec = number_or_zero(read_value("cpuacct", path_, "cpuacct.usage")) / 1000;
+      s.cpu_usage_usec =
+          number_or_zero(read_value(mounts_, "cpuacct", path_, "cpuacct.usage")) / 1000;
     }
     if (mounts_.count("pids")) {
       s.pids_current =
-          static_cast<int64_t>(number_or_zero(read_value("pids", path_, "pids.current")));
+          static_cast<int64_t>(number_or_zero(read_value(mounts_, "pids", path_, "pids.current")));
     }
     return s;
+  }
+
+  Result<bool> oom_killed() const override {
+    if (!mounts_.count("memory")) return false;
+    auto oom = read_value(mounts_, "memory", path_, "memory.oom_control");
+    if (!oom.ok()) return oom.error();
+    // oom_kill counts the tasks the OOM killer killed in this group (kernel >= 4.13).
+    return keyed_value(*oom, "oom_kill") > 0;
   }
 
   Result<void> kill_all(std::chrono::milliseconds timeout) override {
@@ -217,13 +215,13 @@ class V1Cgroup : public Cgroup {
   // group needs a thaw.
   bool freeze(Clock::time_point until) {
     if (!mounts_.count("freezer")) return false;
-    if (auto r = write_value("freezer", path_, "freezer.state", "FROZEN"); !r.ok()) {
+    if (auto r = write_value(mounts_, "freezer", path_, "freezer.state", "FROZEN"); !r.ok()) {
       spdlog::warn("{}: freezing failed, killing without it: {}", path_, r.error().message);
       return false;
     }
     poll_until(
         [&] {
-          auto state = read_value("freezer", path_, "freezer.state");
+          auto state = read_value(mounts_, "freezer", path_, "freezer.state");
           return state.ok() && trimmed(*state) == "FROZEN";
         },
         until);
@@ -231,7 +229,7 @@ class V1Cgroup : public Cgroup {
   }
 
   void thaw() {
-    if (auto r = write_value("freezer", path_, "freezer.state", "THAWED"); !r.ok()) {
+    if (auto r = write_value(mounts_, "freezer", path_, "freezer.state", "THAWED"); !r.ok()) {
       spdlog::error("{}: thawing failed: {}", path_, r.error().message);
     }
   }
@@ -296,13 +294,15 @@ class V1Manager : public CgroupManager {
     if (!limits.cpuset.empty() && !mounts_.count("cpuset")) {
       return Error{"unavailable", "limits.cpuset: the cpuset controller is not mounted", 0};
     }
-    std::string path = parent + "/" + id;
+    std::string path = group_path(parent, id);
     for (const auto& [controller, mount] : mounts_) {
       if (exists(mount + "/" + path)) {
         return Error{"already_exists", "cgroup v1: " + mount + "/" + path + " exists", EEXIST};
       }
     }
-    ParentLock lock;
+    // Parents are made and pruned under the lock; the root is neither.
+    std::optional<ParentLock> lock;
+    if (!parent.empty()) lock.emplace();
     for (int attempt = 0;; ++attempt) {
       auto made = try_create(parent, path, limits);
       // A concurrent prune() may remove the parent between its creation and the group's.
@@ -311,7 +311,7 @@ class V1Manager : public CgroupManager {
   }
 
   void prune(const std::string& parent) override {
-    if (!validate_parent(parent).ok()) return;
+    if (parent.empty() || !validate_parent(parent).ok()) return;  // the root stays
     ParentLock lock;
     for (std::string prefix = parent; !prefix.empty();) {
       for (const auto& [controller, mount] : mounts_) {
@@ -326,7 +326,7 @@ class V1Manager : public CgroupManager {
     QF_TRY(validate_parent(parent));
     QF_TRY(validate_id(id));
     QF_TRY(init_libcgroup());
-    std::string path = parent + "/" + id;
+    std::string path = group_path(parent, id);
     std::map<std::string, std::string> present;
     for (const auto& [controller, mount] : mounts_) {
       if (exists(mount + "/" + path)) present.emplace(controller, mount);
@@ -391,7 +391,7 @@ class V1Manager : public CgroupManager {
   Result<FileValues> cpuset_of(const std::string& path) {
     FileValues v;
     for (const char* file : {"cpuset.cpus", "cpuset.mems"}) {
-      auto value = read_value("cpuset", path, file);
+      auto value = read_value(mounts_, "cpuset", path, file);
       if (!value.ok()) return value.error();
       v.emplace_back(file, trimmed(*value));
     }
@@ -430,7 +430,7 @@ class V1Manager : public CgroupManager {
     for (const auto& [controller, values] : v1_values(limits, host)) {
       if (!mounts_.count(controller)) continue;
       for (const auto& [file, value] : values) {
-        QF_TRY(write_value(controller, path, file, value));
+        QF_TRY(write_value(mounts_, controller, path, file, value));
       }
     }
     return ok();

@@ -21,6 +21,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 
 #include "noded/cgroup.h"
 #include "noded/cgroup_internal.h"
@@ -42,16 +43,7 @@ class V2Files {
     std::string path = abs(rel);
     // cgroupfs files exist or the controller is off; O_CREAT there would turn a missing file
     // into a misleading EACCES.
-    int flags = O_WRONLY | O_CLOEXEC | (tree_ == Tree::kPlainDir ? O_CREAT | O_TRUNC : 0);
-    int fd = ::open(path.c_str(), flags, 0644);
-    if (fd < 0) return Error::sys("open(" + path + ")", errno);
-    ssize_t n = ::write(fd, value.data(), value.size());
-    int err = errno;
-    ::close(fd);
-    if (n != static_cast<ssize_t>(value.size())) {
-      return Error::sys("write(" + path + ", '" + value + "')", n < 0 ? err : EIO);
-    }
-    return ok();
+    return write_text(path, value, tree_ == Tree::kPlainDir ? O_CREAT | O_TRUNC : 0);
   }
 
   Result<std::string> read(const std::string& rel) const {
@@ -120,6 +112,12 @@ class V2Cgroup : public Cgroup {
     s.cpu_usage_usec = keyed_value(read("cpu.stat"), "usage_usec");
     s.pids_current = std::strtoll(read("pids.current").c_str(), nullptr, 10);
     return s;
+  }
+
+  Result<bool> oom_killed() const override {
+    auto events = files_.read(join(path_, "memory.events"));
+    if (!events.ok()) return events.error();
+    return keyed_value(*events, "oom_kill") > 0;
   }
 
   Result<void> kill_all(std::chrono::milliseconds timeout) override {
@@ -210,11 +208,13 @@ class V2Manager : public CgroupManager {
                                     std::end(kRequiredControllers));
     if (!limits.cpuset.empty()) needed.insert(needed.begin(), "cpuset");
     QF_TRY(check_available(needed));
-    std::string path = parent + "/" + id;
+    std::string path = group_path(parent, id);
     if (files_.has(path)) {
       return Error{"already_exists", "cgroup v2: " + files_.abs(path) + " exists", EEXIST};
     }
-    ParentLock lock;
+    // Parents are made and pruned under the lock; the root is neither.
+    std::optional<ParentLock> lock;
+    if (!parent.empty()) lock.emplace();
     for (int attempt = 0;; ++attempt) {
       auto made = try_create(parent, path, needed, limits);
       // A concurrent prune() may remove the parent between its creation and the group's.
@@ -223,7 +223,7 @@ class V2Manager : public CgroupManager {
   }
 
   void prune(const std::string& parent) override {
-    if (!validate_parent(parent).ok()) return;
+    if (parent.empty() || !validate_parent(parent).ok()) return;  // the root stays
     ParentLock lock;
     for (std::string prefix = parent; !prefix.empty();) {
       if (!has_subgroup(prefix)) (void)files_.rmdir(prefix);
@@ -261,7 +261,7 @@ class V2Manager : public CgroupManager {
   Result<std::unique_ptr<Cgroup>> open(const std::string& parent, const std::string& id) override {
     QF_TRY(validate_parent(parent));
     QF_TRY(validate_id(id));
-    std::string path = parent + "/" + id;
+    std::string path = group_path(parent, id);
     if (!files_.has(path)) {
       return Error{"not_found", "cgroup v2: " + files_.abs(path) + " does not exist", ENOENT};
     }
@@ -288,7 +288,7 @@ class V2Manager : public CgroupManager {
   Result<void> make_parents(const std::string& parent, const std::vector<std::string>& needed,
                             Rollback& rollback) {
     QF_TRY(enable_controllers("", needed));
-    for (size_t pos = 0; pos <= parent.size();) {
+    for (size_t pos = 0; !parent.empty() && pos <= parent.size();) {
       size_t end = std::min(parent.find('/', pos), parent.size());
       std::string prefix = parent.substr(0, end);
       auto made = files_.mkdir(prefix);

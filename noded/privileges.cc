@@ -114,13 +114,14 @@ Result<void> set_rlimits(const Limits& limits) {
 }
 
 // Every capability the running kernel knows that is not in `keep` leaves the bounding set, so
-// no later exec (of a file-capability binary, say) can bring it back.
+// no later exec (of a file-capability binary, say) can bring it back. One call per capability:
+// EINVAL from either call means the kernel knows no capability that high.
 Result<void> shrink_bounding_set(uint64_t keep) {
   for (int cap = 0; cap < 64; ++cap) {
-    if (::prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0) break;  // EINVAL: past the kernel's last
-    if (keep & (uint64_t{1} << cap)) continue;
-    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0)
-      return Error::sys("prctl(PR_CAPBSET_DROP)", errno);
+    bool kept = keep & (uint64_t{1} << cap);
+    if (::prctl(kept ? PR_CAPBSET_READ : PR_CAPBSET_DROP, cap, 0, 0, 0) >= 0) continue;
+    if (errno == EINVAL) break;
+    return Error::sys("prctl(PR_CAPBSET_DROP)", errno);
   }
   return ok();
 }

@@ -17,6 +17,7 @@
 
 #include "netfilter/network.h"
 #include "noded/cgroup.h"
+#include "noded/cgroup_internal.h"
 #include "noded/logs.h"
 #include "noded/mounts.h"
 #include "noded/sandbox.h"
@@ -103,6 +104,10 @@ std::vector<FlagSpec> run_flags() {
       {"log-keep", "N", "log files kept, output.log included", "3", false},
       {"seccomp-cache", "DIR", "cache of the compiled seccomp profile", "/var/cache/qufop", false},
       {"init", "PATH", "the qufop-init binary (default: next to qufop-noded)", "", false},
+      {"cgroup-parent", "PATH",
+       "the sandbox's cgroup goes under this one (e.g. qufop); default: right under each "
+       "hierarchy's root, as crun does",
+       "", false},
   };
   for (auto& f : netfilter::network_flags()) flags.push_back(std::move(f));
   return flags;
@@ -173,6 +178,10 @@ Result<SandboxSpec> spec_from_flags(const Flags& flags, int pid) {
   spec.log_dir = flags.get("log-dir").empty()
                      ? flags.get("state-dir") + "/log-" + std::to_string(pid)
                      : flags.get("log-dir");
+  spec.cgroup_parent = flags.get("cgroup-parent");
+  if (auto r = cgroup_internal::validate_parent(spec.cgroup_parent); !r.ok()) {
+    return r.error().wrap("--cgroup-parent");
+  }
   spec.argv = flags.positional();
   return spec;
 }
@@ -333,10 +342,10 @@ int run_main(int argc, char** argv) {
     seccomp = std::move(*prog);
     options.seccomp = &*seccomp;
   }
-  auto cgroups = make_cgroup_manager();
-  if (!cgroups) return fail(kExitRuntime, cgroups.error().message);
-  options.cgroups = cgroups->get();
   options.kill_with_parent = true;
+  // Detected at the sandbox's first use of it, while pid 1 builds its rootfs.
+  auto cgroups = make_deferred_cgroup_manager();
+  options.cgroups = cgroups.get();
   int sigfd = stop_signal_fd();
   if (sigfd < 0) return fail(kExitRuntime, Error::sys("signalfd", errno).message);
   ::signal(SIGPIPE, SIG_IGN);  // a closed stdout must not kill the runner

@@ -2,15 +2,16 @@
 // cgroup, made while pid 1 builds its rootfs -> pid 1 into the cgroup (sync 1) -> wait for both
 // execs (sync 2). Child side (pid1_steps): namespaces -> private mounts -> overlay rootfs, /proc,
 // /dev, /sys, /tmp, masks -> pivot_root -> hostname, loopback -> read-only root -> (sync 1) join
-// the cgroup -> cgroup namespace -> fork the command (command_steps: workdir, privileges,
-// seccomp, (sync 3), exec) -> pid 1 drops privileges, loads seccomp and becomes qufop-init.
+// the cgroup -> cgroup namespace -> seccomp -> fork the command (command_steps: workdir,
+// privileges, (sync 3), exec) -> pid 1 drops privileges and becomes qufop-init.
 //
 // Why the cgroup is made after the fork: making it (libcgroup, a directory and a few values per
 // hierarchy) takes about as long as pid 1's mounts, and the two need nothing from each other
 // until pid 1 is about to fork the command. pid 1 joins the cgroup at sync 1, before that fork,
 // so the command and all it forks are born inside it and nothing of the user's ever runs
 // outside its limits; what pid 1 itself did before (our own code: mounts, no user input runs)
-// is charged to the starting process' cgroup.
+// is charged to the starting process' cgroup. For the two to run at once, the starting thread
+// steps onto another CPU until sync 1 (CpuStep below).
 //
 // Why fork() and not a raw clone(): noded is multi-threaded. glibc's fork() runs the atfork
 // handlers, which take and release malloc's locks around the fork, so the child may allocate
@@ -32,6 +33,7 @@
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <poll.h>
+#include <sched.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -56,8 +58,42 @@ namespace {
 constexpr std::chrono::seconds kStartTimeout{30};
 constexpr std::chrono::seconds kKillTimeout{10};
 constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-// Blocked in pid 1 from its start, through the exec of qufop-init (see init.cc).
+// Blocked in pid 1 from its start, through the exec of qufop-init (see init/init.c).
 constexpr int kInitSignals[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+
+// The kernel queues a forked child on its parent's CPU and, on a small VM, leaves it there
+// while the parent keeps running: pid 1 then waited for the whole cgroup set-up before running
+// at all. So right after the fork the starting thread moves itself to another CPU it may use,
+// and returns to its own set of CPUs at sync 1. The child's affinity is never touched. Best
+// effort: with one CPU, or if the kernel refuses, nothing moves.
+class CpuStep {
+ public:
+  CpuStep() {
+    if (::sched_getaffinity(0, sizeof saved_, &saved_) != 0 || CPU_COUNT(&saved_) < 2) return;
+    int here = ::sched_getcpu();
+    cpu_set_t there;
+    CPU_ZERO(&there);
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+      if (cpu != here && CPU_ISSET(cpu, &saved_)) {
+        CPU_SET(cpu, &there);
+        break;
+      }
+    }
+    moved_ = ::sched_setaffinity(0, sizeof there, &there) == 0;
+  }
+  ~CpuStep() { back(); }
+  CpuStep(const CpuStep&) = delete;
+  CpuStep& operator=(const CpuStep&) = delete;
+
+  void back() {
+    if (moved_) (void)::sched_setaffinity(0, sizeof saved_, &saved_);
+    moved_ = false;
+  }
+
+ private:
+  cpu_set_t saved_;
+  bool moved_ = false;
+};
 
 // An owned file descriptor.
 class Fd {
@@ -267,10 +303,8 @@ Result<void> command_steps(const ChildPlan& p) {
   if (::syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
     return Error::sys("close_range", errno);
   }
-  // Privileges after everything that needs root.
+  // Privileges after everything that needs root (the seccomp filter came with the fork).
   QF_TRY(drop_privileges(p.spec->uid, p.spec->gid, p.keep_caps, p.spec->limits));
-  // Seccomp last: after it only the profile's syscalls work, and execve is one of them.
-  if (p.seccomp) QF_TRY(install(*p.seccomp));
   // sync 3: pid 1 is qufop-init, unprivileged, before anything of the user's runs.
   QF_TRY(wait_for_init(p.init_ready_fd));
   ::execve((*path)->c_str(), p.argv.data(), p.envp.data());
@@ -294,7 +328,7 @@ Result<void> pid1_steps(ChildPlan& p) {
   sigset_t init_set;
   sigemptyset(&init_set);
   for (int sig : kInitSignals) sigaddset(&init_set, sig);
-  // First: signals blocked for qufop-init, so none sent from now on is lost (init.cc).
+  // First: signals blocked for qufop-init, so none sent from now on is lost (init/init.c).
   reset_signals(init_set);
   // Before the parent can die unnoticed: sync 1 below also fails if it is gone.
   if (p.kill_with_parent) ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -329,6 +363,11 @@ Result<void> pid1_steps(ChildPlan& p) {
   QF_TRY(wait_for_cgroup(p.sync_fd));
   // The cgroup namespace after joining: its root is the sandbox's own cgroup.
   QF_TRY(enter_cgroup_namespace());
+  // Seccomp before the command is forked, which inherits the filter: the kernel checks and
+  // compiles a filter at each install, so one install serves both processes. Everything both
+  // still do before their execs (privilege drop, chdir, close_range, execve/execveat) is in the
+  // profile.
+  if (p.seccomp) QF_TRY(install(*p.seccomp));
   int ready[2];
   if (::pipe2(ready, O_CLOEXEC) != 0) return Error::sys("pipe2", errno);
   pid_t main_pid = ::fork();
@@ -357,8 +396,6 @@ Result<void> pid1_steps(ChildPlan& p) {
       return Error{"unavailable", "the parent is gone", 0};
     }
   }
-  // Seccomp last, as for the command; qufop-init's syscalls are all in the profile.
-  if (p.seccomp) QF_TRY(install(*p.seccomp));
   return exec_init(p, main_pid);
 }
 
@@ -478,8 +515,8 @@ Result<void> validate(const SandboxSpec& spec) {
   if (spec.net == NetMode::kNamespace && spec.net_namespace_path.empty()) {
     return Error::invalid("network mode 'namespace' needs a namespace path");
   }
-  if (spec.cgroup_parent.empty() || spec.cgroup_parent.find("..") != std::string::npos ||
-      spec.cgroup_parent[0] == '/') {
+  if (spec.cgroup_parent.find("..") != std::string::npos ||
+      (!spec.cgroup_parent.empty() && spec.cgroup_parent[0] == '/')) {
     return Error::invalid("cgroup parent '" + spec.cgroup_parent + "' is not a relative path");
   }
   if (spec.stop_wait.count() < 0) return Error::invalid("stop wait must be >= 0");
@@ -513,6 +550,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::start(const SandboxSpec& spec,
   rollback.add("run dir", [s] { return s->remove_run_dir(); });
   // pid 1 in new namespaces; it builds the rootfs, then waits at sync 1.
   QF_TRY(s->spawn());
+  CpuStep step;  // pid 1 gets this CPU while we make its cgroup
   // The cgroup's undo is registered before the process' so that it runs after it: a group is
   // removed once pid 1 (possibly inside already) is dead. Without a cgroup it does nothing.
   rollback.add("cgroup", [s] { return s->remove_cgroup(); });
@@ -521,6 +559,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::start(const SandboxSpec& spec,
   QF_TRY(s->create_cgroup());
   // Into the cgroup at sync 1: only then does pid 1 fork the command.
   QF_TRY(s->join_cgroup());
+  step.back();
   // sync 2: both execs done, or the error of the step that failed.
   QF_TRY(s->await_exec());
   rollback.commit();
@@ -759,10 +798,10 @@ Result<void> Sandbox::reap(int options, bool* exited) {
     st.code = WEXITSTATUS(wstatus);
   }
   if (cgroup_) {
-    if (auto stats = cgroup_->stats(); stats.ok()) {
-      st.oom_killed = stats->oom_killed;
+    if (auto oom = cgroup_->oom_killed(); oom.ok()) {
+      st.oom_killed = *oom;
     } else {
-      spdlog::warn("sandbox {}: reading cgroup stats: {}", spec_.id, stats.error().message);
+      spdlog::warn("sandbox {}: reading OOM kills: {}", spec_.id, oom.error().message);
     }
   }
   status_ = st;

@@ -52,7 +52,7 @@ Result<void> Sandbox::reap_adopted(int options, bool* exited) {
   ExitStatus st;
   st.code = -1;  // unknown: not our child
   if (cgroup_) {
-    if (auto stats = cgroup_->stats(); stats.ok()) st.oom_killed = stats->oom_killed;
+    if (auto oom = cgroup_->oom_killed(); oom.ok()) st.oom_killed = *oom;
   }
   status_ = st;
   return ok();

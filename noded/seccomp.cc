@@ -353,9 +353,9 @@ Result<SeccompProgram> build(const std::string& key) {
   return SeccompProgram{std::move(*bpf), sha256_hex(key)};
 }
 
-// Cache file: a text header, then the definition key, then the BPF. Loading checks the hash of
-// the stored key against the wanted one and the BPF against its own sha256, so neither a stale
-// profile nor a damaged file is ever installed.
+// Cache file: a text header, then the definition key, then the BPF. Loading checks the stored
+// key against the wanted one and the BPF against its own sha256, so neither a stale profile nor
+// a damaged file is ever installed.
 constexpr std::string_view kMagic = "qufop-seccomp-cache 1\n";
 
 std::string cache_bytes(const std::string& key, const SeccompProgram& p) {
@@ -390,8 +390,10 @@ std::optional<size_t> to_size(const std::optional<std::string>& s) {
   return std::stoul(*s);
 }
 
-// The program in a cache file's bytes, or why not.
-Result<SeccompProgram> parse_cache(std::string_view data, const std::string& hash) {
+// The program in a cache file's bytes, or why not. The stored definition must be `key` itself
+// (compared, not hashed again: the file's name is already its hash).
+Result<SeccompProgram> parse_cache(std::string_view data, const std::string& key,
+                                   const std::string& hash) {
   auto bad = [](const std::string& why) { return Error{"invalid_argument", why, 0}; };
   if (!data.starts_with(kMagic)) return bad("not a qufop seccomp cache file");
   size_t pos = kMagic.size();
@@ -408,9 +410,9 @@ Result<SeccompProgram> parse_cache(std::string_view data, const std::string& has
     return bad(std::to_string(*bpf_bytes) + " bytes of BPF is not a whole program");
   }
   if (data.size() - pos != *key_bytes + *bpf_bytes) return bad("size does not match the header");
-  std::string_view key = data.substr(pos, *key_bytes);
+  std::string_view stored_key = data.substr(pos, *key_bytes);
   std::string_view bpf = data.substr(pos + *key_bytes);
-  if (sha256_hex(key) != hash) return bad("stored definition does not hash to " + hash);
+  if (stored_key != key) return bad("stored definition is not the profile hashing to " + hash);
   if (sha256_hex(bpf) != *bpf_sha) return bad("BPF does not match its sha256");
   return SeccompProgram{std::vector<uint8_t>(bpf.begin(), bpf.end()), hash};
 }
@@ -477,7 +479,7 @@ Result<SeccompProgram> load_or_build_default_profile(const std::string& cache_di
   std::string path = cache_dir + "/seccomp-" + hash + ".bpf";
   auto data = read_file(path);
   if (data.ok()) {
-    auto cached = parse_cache(*data, hash);
+    auto cached = parse_cache(*data, key, hash);
     if (cached.ok()) return cached;
     spdlog::warn("seccomp cache {}: {}; rebuilding", path, cached.error().message);
   } else if (data.error().sys_errno != ENOENT) {

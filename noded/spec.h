@@ -49,8 +49,8 @@ struct SandboxSpec {
   std::string log_dir;
   uint64_t log_max_bytes = 10u << 20;
   int log_keep = 3;
-  std::string cgroup_parent = "qufop";
-  bool use_seccomp = true;  // the default profile (seccomp.h)
+  std::string cgroup_parent = "qufop";  // "": right under each hierarchy's root
+  bool use_seccomp = true;              // the default profile (seccomp.h)
 };
 
 }  // namespace qufop::noded

@@ -129,12 +129,14 @@ std::vector<std::string> leftovers(const std::string& dir,
     }
   }
   std::error_code ec;
+  // Under qufop/ (noded's parent) and right under the root (the one-shot runner's default).
   for (const auto& h : fs::directory_iterator("/sys/fs/cgroup", ec)) {
-    fs::path parent = h.path() / "qufop";
-    if (!fs::is_directory(parent, ec)) continue;
-    for (const auto& cg : fs::directory_iterator(parent, ec)) {
-      if (ours(cg.path().filename().string())) {
-        found.push_back("cgroup: " + cg.path().string());
+    for (const fs::path& parent : {h.path() / "qufop", h.path()}) {
+      if (!fs::is_directory(parent, ec)) continue;
+      for (const auto& cg : fs::directory_iterator(parent, ec)) {
+        if (ours(cg.path().filename().string())) {
+          found.push_back("cgroup: " + cg.path().string());
+        }
       }
     }
   }
@@ -302,12 +304,14 @@ TEST_F(SandboxRoot, NothingLeftByEarlierRuns) {
     if (dead(pid)) found.push_back("dir: " + e.path().string());
   }
   for (const auto& h : fs::directory_iterator("/sys/fs/cgroup", ec)) {
-    for (const auto& cg : fs::directory_iterator(h.path() / "qufop", ec)) {
-      std::string name = cg.path().filename().string();
-      std::string pid;
-      if (name.rfind("qf-run-", 0) == 0) pid = name.substr(7);
-      if (name.rfind("qf-t", 0) == 0) pid = name.substr(4, name.find('-', 4) - 4);
-      if (dead(pid)) found.push_back("cgroup: " + cg.path().string());
+    for (const fs::path& parent : {h.path() / "qufop", h.path()}) {
+      for (const auto& cg : fs::directory_iterator(parent, ec)) {
+        std::string name = cg.path().filename().string();
+        std::string pid;
+        if (name.rfind("qf-run-", 0) == 0) pid = name.substr(7);
+        if (name.rfind("qf-t", 0) == 0) pid = name.substr(4, name.find('-', 4) - 4);
+        if (dead(pid)) found.push_back("cgroup: " + cg.path().string());
+      }
     }
   }
   std::istringstream mounts(read_file("/proc/self/mountinfo"));
@@ -394,12 +398,17 @@ TEST_F(SandboxRoot, MinimalDevAndMaskedProc) {
       run(shell("ls /dev | tr '\\n' ' '; echo; cat /proc/keys /proc/timer_list | wc -c; "
                 "find /sys/firmware /proc/acpi -mindepth 1 | wc -l; "
                 "(echo x >/proc/sys/kernel/hostname) 2>/dev/null || echo ro-sys; "
-                "echo x >/dev/null && echo null-ok; head -c 4 /dev/urandom | wc -c"));
+                "echo x >/dev/null && echo null-ok; head -c 4 /dev/urandom | wc -c; "
+                "stat -c '%n %t:%T %a %F' /dev/null /dev/zero /dev/urandom"));
   EXPECT_THAT(r.output,
               HasSubstr("fd full null ptmx pts random shm stderr stdin stdout tty urandom "
                         "zero"));
   // /proc/keys and /proc/timer_list are /dev/null; /sys/firmware and /proc/acpi empty tmpfs.
   EXPECT_THAT(r.output, HasSubstr("\n0\n0\nro-sys\nnull-ok\n4\n"));
+  // The host's device numbers, usable by anyone (mknod, or a bind of the host's node).
+  EXPECT_THAT(r.output, HasSubstr("/dev/null 1:3 666 character special file\n"
+                                  "/dev/zero 1:5 666 character special file\n"
+                                  "/dev/urandom 1:9 666 character special file\n"));
 }
 
 TEST_F(SandboxRoot, DefaultUserHasNoCapabilityAndIsNobody) {
@@ -851,10 +860,11 @@ TEST(RunnerFlags, MakeTheSpec) {
   EXPECT_EQ(s->stop_wait, milliseconds(3000));
   EXPECT_EQ(s->run_dir, "/run/q/run-42");
   EXPECT_EQ(s->log_dir, "/run/q/log-42");
-  EXPECT_EQ(s->cgroup_parent, "qufop");
+  EXPECT_EQ(s->cgroup_parent, "");  // right under each hierarchy's root, as crun does
   EXPECT_EQ(s->argv, (std::vector<std::string>{"echo", "--not-a-flag"}));
-  auto d = runner_spec({"--rootfs", "/", "--", "true"});
+  auto d = runner_spec({"--rootfs", "/", "--cgroup-parent", "qufop/one-shot", "--", "true"});
   ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->cgroup_parent, "qufop/one-shot");
   EXPECT_EQ(d->uid, 65534u);
   EXPECT_EQ(d->net, NetMode::kNone);
   EXPECT_EQ(d->limits.memory_bytes, 0u);
@@ -874,6 +884,7 @@ TEST(RunnerFlags, RefuseNonsense) {
       {{"--net", "bogus"}, "--net 'bogus'"},
       {{"--stop-wait", "later"}, "--stop-wait"},
       {{"--log-keep", "0"}, "--log-keep"},
+      {{"--cgroup-parent", "../up"}, "--cgroup-parent: cgroup parent '../up'"},
   };
   for (const auto& [flags, message] : cases) {
     std::vector<std::string> args = {"--rootfs", "/"};

@@ -150,7 +150,7 @@ TEST(SeccompCache, DamagedFilesAreRebuilt) {
   damage_and_reload(original.substr(0, original.size() - 8), "one instruction short");
   std::string other_key = original;
   other_key[other_key.find("allow read\n") + 6] = 'x';  // a different stored definition
-  damage_and_reload(other_key, "stored definition does not hash");
+  damage_and_reload(other_key, "stored definition is not the profile");
   damage_and_reload("garbage", "garbage");
   damage_and_reload("", "empty");
 }

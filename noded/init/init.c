@@ -1,5 +1,8 @@
 // qufop-init: pid 1 of every sandbox. A tiny static binary (libc only, no allocation) that the
 // sandbox's first process execs from an fd opened on the host, so the image need not contain it.
+// C, built against musl where Debian's musl-tools is installed: glibc's static start-up probes
+// the CPU's caches with cpuid, which traps to the hypervisor in a VM (tenths of a millisecond
+// per process there), and pid 1 starts with every sandbox.
 //
 //   qufop-init MAIN_PID STATUS_FD
 //
@@ -13,35 +16,36 @@
 // The signals are blocked before the exec (the mask survives it) and taken with sigwaitinfo(),
 // so one sent between the fork of the main process and this point is pending, not lost: pid 1
 // ignores signals it has no handler for unless they are blocked.
+#define _POSIX_C_SOURCE 200809L  // sigwaitinfo, kill
+
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <cerrno>
-#include <csignal>
-#include <cstdint>
-#include <cstdlib>
 
-namespace {
+static const int kForwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 
-constexpr int kForwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
-
-void say(const char* text) {
+static void say(const char* text) {
   size_t n = 0;
   while (text[n]) ++n;
-  ssize_t ignored = ::write(2, text, n);
+  ssize_t ignored = write(2, text, n);
   (void)ignored;
 }
 
-bool parse_int(const char* s, long* out) {
+static bool parse_int(const char* s, long* out) {
   if (!s || !*s) return false;
-  char* end = nullptr;
+  char* end = NULL;
   errno = 0;
-  long v = std::strtol(s, &end, 10);
+  long v = strtol(s, &end, 10);
   if (errno != 0 || *end != '\0' || v < 0) return false;
   *out = v;
   return true;
 }
 
-[[noreturn]] void finish(int status_fd, int wait_status) {
+_Noreturn static void finish(int status_fd, int wait_status) {
   int32_t report[2] = {0, 0};
   int code;
   if (WIFSIGNALED(wait_status)) {
@@ -53,13 +57,11 @@ bool parse_int(const char* s, long* out) {
     code = WEXITSTATUS(wait_status);
   }
   if (status_fd >= 0) {
-    ssize_t ignored = ::write(status_fd, report, sizeof report);
+    ssize_t ignored = write(status_fd, report, sizeof report);
     (void)ignored;
   }
-  ::_exit(code);
+  _exit(code);
 }
-
-}  // namespace
 
 int main(int argc, char** argv) {
   long main_pid = 0;
@@ -72,26 +74,28 @@ int main(int argc, char** argv) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGCHLD);
-  for (int sig : kForwarded) sigaddset(&set, sig);
+  for (size_t i = 0; i < sizeof kForwarded / sizeof kForwarded[0]; ++i) {
+    sigaddset(&set, kForwarded[i]);
+  }
   // Already blocked by the sandbox before the exec; again in case init is run by hand.
-  sigprocmask(SIG_BLOCK, &set, nullptr);
+  sigprocmask(SIG_BLOCK, &set, NULL);
 
   for (;;) {
     // Reap first: the main process may have exited before this process got here.
     for (;;) {
       int status = 0;
-      pid_t pid = ::waitpid(-1, &status, WNOHANG);
-      if (pid == static_cast<pid_t>(main_pid)) finish(static_cast<int>(status_fd), status);
+      pid_t pid = waitpid(-1, &status, WNOHANG);
+      if (pid == (pid_t)main_pid) finish((int)status_fd, status);
       if (pid > 0) continue;  // an orphan: reaped, nothing else to do
       if (pid < 0 && errno == ECHILD) {
         say("qufop-init: the main process is gone without an exit status\n");
-        ::_exit(255);
+        _exit(255);
       }
       break;  // 0: children left, none exited
     }
     siginfo_t info;
     int sig = sigwaitinfo(&set, &info);
     if (sig < 0 || sig == SIGCHLD) continue;
-    ::kill(static_cast<pid_t>(main_pid), sig);
+    kill((pid_t)main_pid, sig);
   }
 }
