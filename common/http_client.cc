@@ -1,10 +1,16 @@
 #include "common/http_client.h"
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+
+#include <algorithm>
+#include <cerrno>
 #include <optional>
 #include <vector>
 
@@ -14,6 +20,7 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
 
 struct Client::Impl {
   Impl(std::string h, uint16_t p, ClientOptions o) : host(std::move(h)), port(p), options(o) {}
@@ -25,6 +32,11 @@ struct Client::Impl {
     ioc.run();
   }
   bhttp::request<bhttp::string_body> build(const Request& r) const;
+  Result<std::string> head(const Request& r) const;
+  Result<void> wait(short events, Clock::time_point deadline, std::string_view what);
+  Result<void> send_all(const std::string& head, const std::string& body,
+                        Clock::time_point deadline, std::string_view what);
+  Result<Response> read_response(const Request& r, Clock::time_point deadline);
   Result<Response> exchange(const Request& r);
   Error fail(std::string_view what, beast::error_code ec);
 
@@ -82,20 +94,127 @@ bhttp::request<bhttp::string_body> Client::Impl::build(const Request& r) const {
   return req;
 }
 
+// The request's bytes: the head as Beast would write it (Host, User-Agent, the caller's headers,
+// Content-Length when there is a body or the method takes one). A CR or LF in a header would
+// split the head: refused.
+Result<std::string> Client::Impl::head(const Request& r) const {
+  std::string method = r.method.empty() ? "GET" : r.method;
+  std::string out;
+  out.reserve(256);
+  out += method;
+  out += ' ';
+  out += r.target.empty() ? "/" : r.target;
+  out += " HTTP/1.1\r\nHost: " + host + ":" + std::to_string(port) +
+         "\r\nUser-Agent: qufop/" QUFOP_VERSION "\r\n";
+  for (const auto& [k, v] : r.headers) {
+    if (k.find_first_of("\r\n:") != std::string::npos ||
+        v.find_first_of("\r\n") != std::string::npos) {
+      return Error::invalid("HTTP header '" + k + "': a name or value with CR, LF or ':'");
+    }
+    out += k;
+    out += ": ";
+    out += v;
+    out += "\r\n";
+  }
+  if (!r.body.empty() || (method != "GET" && method != "HEAD" && method != "DELETE")) {
+    out += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
+  }
+  out += "\r\n";
+  return out;
+}
+
+// Waits until the connection is ready for `events` or the deadline passes.
+Result<void> Client::Impl::wait(short events, Clock::time_point deadline, std::string_view what) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return fail(what, beast::error::timeout);
+    pollfd p{stream->socket().native_handle(), events, 0};
+    int n = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count() + 1, INT32_MAX)));
+    if (n > 0) return ok();
+    if (n < 0 && errno != EINTR)
+      return fail(what, beast::error_code(errno, beast::system_category()));
+  }
+}
+
+// One request and its response on the kept-alive connection with plain system calls on its
+// (non-blocking) socket: a sendmsg of head and body, then poll and recv until the parser holds
+// the whole response — three calls for a small exchange, where running the io_context took
+// about ten (timer updates, epoll waits). The deadline bounds the whole exchange.
 Result<Response> Client::Impl::exchange(const Request& r) {
   QF_TRY(connect());
-  auto req = build(r);
-  beast::error_code ec;
-  stream->expires_after(options.request_timeout);
-  bhttp::async_write(*stream, req, [&](beast::error_code e, size_t) { ec = e; });
-  run();
-  if (ec) return fail(r.method + " " + r.target + " to", ec);
+  auto wire = head(r);
+  if (!wire) return wire.error();
+  auto deadline = Clock::now() + options.request_timeout;
+  QF_TRY(send_all(*wire, r.body, deadline, r.method + " " + r.target + " to"));
+  return read_response(r, deadline);
+}
+
+Result<void> Client::Impl::send_all(const std::string& head, const std::string& body,
+                                    Clock::time_point deadline, std::string_view what) {
+  int fd = stream->socket().native_handle();
+  size_t sent = 0;
+  size_t total = head.size() + body.size();
+  while (sent < total) {
+    iovec iov[2];
+    int count = 0;
+    if (sent < head.size()) {
+      iov[count++] = {const_cast<char*>(head.data()) + sent, head.size() - sent};
+      iov[count++] = {const_cast<char*>(body.data()), body.size()};
+    } else {
+      size_t from = sent - head.size();
+      iov[count++] = {const_cast<char*>(body.data()) + from, body.size() - from};
+    }
+    msghdr mh{};
+    mh.msg_iov = iov;
+    mh.msg_iovlen = count;
+    ssize_t n = ::sendmsg(fd, &mh, MSG_NOSIGNAL);
+    if (n >= 0) {
+      sent += static_cast<size_t>(n);
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      QF_TRY(wait(POLLOUT, deadline, what));
+    } else if (errno != EINTR) {
+      return fail(what, beast::error_code(errno, beast::system_category()));
+    }
+  }
+  return ok();
+}
+
+Result<Response> Client::Impl::read_response(const Request& r, Clock::time_point deadline) {
+  std::string from = r.method + " " + r.target + " from";
   bhttp::response_parser<bhttp::string_body> parser;
+  parser.eager(true);
   parser.body_limit(options.max_body_bytes);
   if (r.method == "HEAD") parser.skip(true);
-  bhttp::async_read(*stream, buffer, parser, [&](beast::error_code e, size_t) { ec = e; });
-  run();
-  if (ec) return fail(r.method + " " + r.target + " from", ec);
+  int fd = stream->socket().native_handle();
+  beast::error_code ec;
+  for (;;) {
+    // Whatever the buffer holds first: a response may arrive in one piece with the last.
+    while (buffer.size() > 0 && !parser.is_done()) {
+      size_t used = parser.put(buffer.data(), ec);
+      buffer.consume(used);
+      if (ec == bhttp::error::need_more) {
+        ec = {};
+        break;
+      }
+      if (ec) return fail(from, ec);
+      if (used == 0) break;
+    }
+    if (parser.is_done()) break;
+    QF_TRY(wait(POLLIN, deadline, from));
+    auto space = buffer.prepare(std::max<size_t>(16384, buffer.capacity() - buffer.size()));
+    ssize_t n = ::recv(fd, space.data(), space.size(), 0);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+    if (n < 0) return fail(from, beast::error_code(errno, beast::system_category()));
+    if (n == 0) {
+      // The server closed: the end of a body that runs to EOF, else a cut-off response (or a
+      // kept-alive connection the server dropped: send() retries that once).
+      if (!parser.got_some()) return fail(from, net::error::eof);
+      parser.put_eof(ec);
+      if (ec || !parser.is_done()) return fail(from, ec ? ec : net::error::eof);
+      break;
+    }
+    buffer.commit(static_cast<size_t>(n));
+  }
   auto msg = parser.release();
   Response out;
   out.status = static_cast<int>(msg.result_int());
