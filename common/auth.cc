@@ -273,8 +273,8 @@ Verifier::Verifier(SecretLookup lookup, chr::seconds window)
   if (!lookup_ || window_ < chr::seconds(0)) std::abort();  // invariant: misconfigured verifier
 }
 
-Result<void> Verifier::check_date(const SignableRequest& req,
-                                  chr::system_clock::time_point now) const {
+Result<chr::system_clock::time_point> Verifier::check_date(
+    const SignableRequest& req, chr::system_clock::time_point now) const {
   const std::string* raw = find_header(req, kDateHeader);
   if (raw == nullptr) return unauthorized("missing X-Qiniu-Date header");
   auto date = parse_qiniu_date(trim(*raw));
@@ -284,26 +284,35 @@ Result<void> Verifier::check_date(const SignableRequest& req,
   const chr::seconds coarse = chr::floor<chr::seconds>(*date) - chr::floor<chr::seconds>(now);
   bool inside = chr::abs(coarse) <= window_ + chr::seconds(1);
   if (inside) inside = chr::abs(*date - now) <= window_;
-  if (inside) return ok();
+  if (inside) return *date;
   return unauthorized("request date " + format_qiniu_date(*date) + " is " +
                       format_duration(chr::abs(coarse)) +
                       (coarse.count() > 0 ? " ahead of" : " behind") +
                       " server time, outside the ±" + format_duration(window_) + " window");
 }
 
-Result<std::string> Verifier::verify(std::string_view authorization_header,
-                                     const SignableRequest& req,
-                                     chr::system_clock::time_point now) const {
+Result<Verified> Verifier::verify_full(std::string_view authorization_header,
+                                       const SignableRequest& req,
+                                       chr::system_clock::time_point now) const {
   auto cred = parse_credential(authorization_header);
   if (!cred.ok()) return cred.error();
   const std::optional<std::string> secret = lookup_(cred->access_key);
   if (!secret) return unauthorized("unknown access key " + quoted_echo(cred->access_key));
-  QF_TRY(check_date(req, now));
+  auto date = check_date(req, now);
+  if (!date.ok()) return date.error();
   const std::string expected = hmac_sha1(*secret, string_to_sign(req));
   if (CRYPTO_memcmp(expected.data(), cred->signature.data(), kSha1Size) != 0) {
     return unauthorized("signature mismatch for access key " + quoted_echo(cred->access_key));
   }
-  return std::string(cred->access_key);
+  return Verified{std::string(cred->access_key), std::move(cred->signature), *date};
+}
+
+Result<std::string> Verifier::verify(std::string_view authorization_header,
+                                     const SignableRequest& req,
+                                     chr::system_clock::time_point now) const {
+  auto v = verify_full(authorization_header, req, now);
+  if (!v.ok()) return v.error();
+  return std::move(v->access_key);
 }
 
 std::string bearer(std::string_view token) { return "Bearer " + std::string(token); }

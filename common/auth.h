@@ -52,6 +52,14 @@ struct Credentials {
   std::string secret_key;
 };
 
+// What a verified request proves: who signed it, the signature itself (one value for every
+// spelling of the header the verifier accepts, so a replay check can key on it) and its date.
+struct Verified {
+  std::string access_key;
+  std::string signature;                       // the decoded HMAC-SHA1 bytes
+  std::chrono::system_clock::time_point date;  // X-Qiniu-Date
+};
+
 // Checks an incoming request's Authorization header. Every failure has code "unauthorized" and a
 // message that never contains the secret key or the expected signature.
 class Verifier {
@@ -62,13 +70,18 @@ class Verifier {
   // `window` bounds |X-Qiniu-Date - now| to limit replay of captured requests.
   explicit Verifier(SecretLookup lookup, std::chrono::seconds window = std::chrono::minutes(15));
 
-  // On success returns the access key. `now` is injected (no direct clock reads in the logic).
+  // On success returns the signer, signature and date. `now` is injected (no direct clock reads
+  // in the logic).
+  Result<Verified> verify_full(std::string_view authorization_header, const SignableRequest& req,
+                               std::chrono::system_clock::time_point now) const;
+  // verify_full() for callers that need only the access key.
   Result<std::string> verify(std::string_view authorization_header, const SignableRequest& req,
                              std::chrono::system_clock::time_point now) const;
 
  private:
-  Result<void> check_date(const SignableRequest& req,
-                          std::chrono::system_clock::time_point now) const;
+  // The request's X-Qiniu-Date, when it is within the window around `now`.
+  Result<std::chrono::system_clock::time_point> check_date(
+      const SignableRequest& req, std::chrono::system_clock::time_point now) const;
 
   SecretLookup lookup_;
   std::chrono::seconds window_;

@@ -15,6 +15,14 @@ std::vector<FlagSpec> option_flags() {
       {"max-connections", "N", "client connections at once; accepting pauses at the cap", "10000"},
       {"user-rate", "N", "requests/s per signed user (token bucket); 0: unlimited", "0"},
       {"user-burst", "N", "token bucket size per user; 0: the rate", "0"},
+      {"anon-rate", "N",
+       "requests/s per client address for unsigned calls (token bucket, 429 beyond); 0: unlimited",
+       "0"},
+      {"anon-burst", "N", "token bucket size per client address; 0: the rate", "0"},
+      {"anon-clients", "N",
+       "client addresses tracked for --anon-rate; beyond, new ones share a bucket", "100000"},
+      {"replay-cache", "N",
+       "signatures remembered to refuse a replayed signed request (401); 0: no refusal", "1000000"},
       {"command-concurrency", "N", "requests per UFOP admitted at once (503 beyond); 0: no cap",
        "0"},
       {"upstream-timeout", "DURATION",
@@ -80,6 +88,15 @@ Result<Options> options_from_flags(const Flags& f) {
   ASSIGN_OR_RETURN(o.user_rate, number(f, "user-rate"));
   ASSIGN_OR_RETURN(o.user_burst, number(f, "user-burst"));
   if (o.user_burst == 0) o.user_burst = o.user_rate;
+  ASSIGN_OR_RETURN(o.anon_rate, number(f, "anon-rate"));
+  ASSIGN_OR_RETURN(o.anon_burst, number(f, "anon-burst"));
+  if (o.anon_burst == 0) o.anon_burst = o.anon_rate;
+  int64_t ac = 0;
+  ASSIGN_OR_RETURN(ac, f.get_int("anon-clients", 1, 100'000'000));
+  o.anon_clients = static_cast<size_t>(ac);
+  int64_t rc = 0;
+  ASSIGN_OR_RETURN(rc, f.get_int("replay-cache", 0, 1'000'000'000));
+  o.replay_cache = static_cast<size_t>(rc);
   int64_t cc = 0;
   ASSIGN_OR_RETURN(cc, f.get_int("command-concurrency", 0, 10'000'000));
   o.command_concurrency = static_cast<int>(cc);

@@ -18,6 +18,12 @@ struct Options {
   size_t max_connections = 10'000;
   double user_rate = 0;  // requests/s per signed user; 0: unlimited
   double user_burst = 0;
+  // Unsigned calls (public UFOPs): a token bucket per client address; 0: unlimited.
+  double anon_rate = 0;
+  double anon_burst = 0;
+  size_t anon_clients = 100'000;  // addresses tracked at once (memory bound)
+  // Signatures remembered to refuse replays (within the ±15 min date window); 0: no refusal.
+  size_t replay_cache = 1'000'000;
   int command_concurrency =
       0;  // requests per UFOP admitted at once (queued + in flight); 0: no cap
   int64_t upstream_timeout_ms = 60'000;

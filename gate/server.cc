@@ -1,5 +1,6 @@
 #include "gate/server.h"
 
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -25,8 +26,10 @@
 #include "common/auth.h"
 #include "common/json.h"
 #include "common/metrics.h"
+#include "common/replay.h"
 #include "gate/access.h"
 #include "gate/http_scan.h"
+#include "gate/limits.h"
 
 namespace qufop::gate {
 
@@ -60,6 +63,10 @@ constexpr size_t kReadChunk = 16u << 10;
 // Deadlines of raw socket operations are checked by one sweep per worker at this period instead
 // of a timer per operation.
 constexpr auto kSweepPeriod = 100ms;
+// The X-Qiniu-Date window of signed requests (DESIGN.md "Wire protocol"), as the scheduler's.
+constexpr auto kSignatureWindow = std::chrono::minutes(15);
+// 499: the client closed the connection before its answer (nginx's code); nothing is sent.
+constexpr int kClientClosed = 499;
 
 // Deadlines only need the sweep's resolution: the coarse clock is a plain memory read.
 int64_t steady_ms() {
@@ -116,11 +123,32 @@ struct Worker {
   }
 };
 
-// A queued request's wake-up: the queue cancels its timer (on the waiter's own thread).
+// A queued request's wake-up: the queue cancels its timer (on the waiter's own thread), and so
+// does a hang-up of its client (Session::watch_client).
 struct AsioWaiter : Waiter {
   explicit AsioWaiter(net::io_context& ioc) : timer(ioc.get_executor()) {}
   Timer timer;
+  bool watching = false;   // the client's socket is watched (the waiter's thread only)
+  bool abandoned = false;  // the client left while queued
+  void abandon() {
+    abandoned = true;
+    timer.cancel();
+  }
 };
+
+// True when the client closed or reset its connection. A half-close counts (as in nginx: a
+// client that stops sending usually stopped waiting too); bytes it sent before do not hide it
+// (POLLRDHUP).
+bool client_gone(int fd) {
+  pollfd p{fd, POLLIN | POLLRDHUP, 0};
+  if (::poll(&p, 1, 0) <= 0) return false;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+ClientLimiter::Address address_key(const net::ip::address& a) {
+  if (a.is_v6()) return a.to_v6().to_bytes();
+  return net::ip::make_address_v6(net::ip::v4_mapped, a.to_v4()).to_bytes();
+}
 
 using RequestParser = bhttp::request_parser<bhttp::buffer_body>;
 
@@ -207,7 +235,11 @@ bool body_is_signed(std::string_view content_type) {
 
 struct Server::Impl {
   Impl(Options o, std::shared_ptr<Table> t, Metrics& m)
-      : options(std::move(o)), table(std::move(t)), metrics(m) {
+      : options(std::move(o)),
+        table(std::move(t)),
+        metrics(m),
+        anon(options.anon_rate, options.anon_burst, options.anon_clients),
+        replay(kSignatureWindow, options.replay_cache) {
     for (int i = 0; i < options.threads; ++i) workers.push_back(std::make_unique<Worker>(i));
   }
 
@@ -221,6 +253,8 @@ struct Server::Impl {
   Options options;
   std::shared_ptr<Table> table;
   Metrics& metrics;
+  ClientLimiter anon;        // --anon-rate, by client address
+  auth::ReplayGuard replay;  // signatures accepted within the date window
   std::vector<std::unique_ptr<Worker>> workers;
   std::optional<Acceptor> acceptor;
   std::optional<Timer> stop_timer;
@@ -234,10 +268,12 @@ namespace {
 // The gate's own series in the Prometheus text format.
 std::string render_gate_metrics(const Server::Impl& s) {
   auto snap = s.table->current();
-  std::string queue, in_flight, instances, requests, histogram;
+  std::string queue, abandoned, in_flight, instances, requests, histogram;
   for (const auto& [name, route] : snap->ufops) {
     std::string label = "{ufop=\"" + name + "\"}";
     queue += "qufop_gate_queue_length" + label + " " + std::to_string(route.queue->queued()) + "\n";
+    abandoned += "qufop_gate_queue_abandoned_total" + label + " " +
+                 std::to_string(route.queue->stats().abandoned()) + "\n";
     in_flight +=
         "qufop_gate_in_flight" + label + " " + std::to_string(route.queue->in_flight()) + "\n";
     instances +=
@@ -267,19 +303,35 @@ std::string render_gate_metrics(const Server::Impl& s) {
   family("qufop_gate_connections", "gauge", "Open client connections.",
          "qufop_gate_connections " + std::to_string(s.open.load()) + "\n");
   family("qufop_gate_queue_length", "gauge", "Requests waiting for a free instance slot.", queue);
+  family("qufop_gate_queue_abandoned_total", "counter",
+         "Queued requests dropped because their client closed the connection.", abandoned);
   family("qufop_gate_in_flight", "gauge", "Requests being served by instances.", in_flight);
   family("qufop_gate_instances", "gauge", "Routable instances (running, not stopping).", instances);
   family("qufop_gate_requests_total", "counter", "Requests answered, by status code.", requests);
   family("qufop_gate_request_duration_seconds", "histogram",
          "Time from the request head to the end of the response, queueing included.", histogram);
+  family("qufop_gate_anon_limited_total", "counter",
+         "Unsigned requests refused (429) by the per-address rate (--anon-rate).",
+         "qufop_gate_anon_limited_total " + std::to_string(s.anon.refused()) + "\n");
+  family("qufop_gate_anon_clients", "gauge", "Client addresses tracked for --anon-rate.",
+         "qufop_gate_anon_clients " + std::to_string(s.anon.tracked()) + "\n");
+  family("qufop_gate_replays_refused_total", "counter",
+         "Signed requests refused (401) because their signature was already accepted.",
+         "qufop_gate_replays_refused_total " + std::to_string(s.replay.refused()) + "\n");
+  family("qufop_gate_replay_signatures", "gauge",
+         "Signatures remembered to refuse replays (--replay-cache bounds it).",
+         "qufop_gate_replay_signatures " + std::to_string(s.replay.size()) + "\n");
+  family("qufop_gate_replay_evicted_total", "counter",
+         "Signatures forgotten before their date left the window, at --replay-cache.",
+         "qufop_gate_replay_evicted_total " + std::to_string(s.replay.evicted()) + "\n");
   return out;
 }
 
 // One client connection: requests one after another (keep-alive), each admitted, queued and
 // forwarded in turn.
 struct Session {
-  Session(Server::Impl& s, Worker& w, Socket sock)
-      : server(s), o(s.options), worker(w), client(std::move(sock)) {
+  Session(Server::Impl& s, Worker& w, Socket sock, const ClientLimiter::Address& peer)
+      : server(s), o(s.options), worker(w), client(std::move(sock)), peer(peer) {
     worker.sessions.insert(this);
   }
   ~Session() { worker.sessions.erase(this); }
@@ -295,6 +347,7 @@ struct Session {
   Task<Forwarded> deliver(const Route& r, InstancePtr inst, Once& once, std::string& unreachable);
   Task<std::pair<InstancePtr, int>> wait_in_queue(UfopQueue& q, size_t bound,
                                                   Clock::time_point deadline);
+  void watch_client(std::shared_ptr<AsioWaiter> w);
   Task<UpstreamPtr> connect(Instance& inst);
   Task<Forwarded> forward(RequestParser& p, Instance& inst, const std::string* body);
 
@@ -333,15 +386,17 @@ struct Session {
   const Options& o;
   Worker& worker;
   Stream client;
+  const ClientLimiter::Address peer;  // the client's address (--anon-rate)
   beast::flat_buffer buffer;
   std::unique_ptr<char[]> relay;
   bool idle = false;
   Socket* waiting = nullptr;  // under a deadline (arm)
   int64_t deadline_ms = 0;
   bool timed_out = false;
-  scan::Request sreq;         // the fast path's request head (points into `buffer`)
-  std::string upstream_head;  // the fast path's rewritten request head
-  std::string client_head;    // the fast path's response head
+  AsioWaiter* polled = nullptr;  // queued with bytes unread in the socket: the sweep polls it
+  scan::Request sreq;            // the fast path's request head (points into `buffer`)
+  std::string upstream_head;     // the fast path's rewritten request head
+  std::string client_head;       // the fast path's response head
 };
 
 Task<void> Session::run() {
@@ -453,14 +508,25 @@ Task<Result<std::string>> Session::read_whole_body(RequestParser& p, size_t limi
 
 Result<const User*> Session::verify_caller(const Snapshot& snap, std::string_view authorization,
                                            const auth::SignableRequest& sr) {
-  auth::Verifier verifier([&snap](std::string_view ak) -> std::optional<std::string> {
-    auto u = snap.users.find(ak);
-    if (u == snap.users.end()) return std::nullopt;
-    return u->second.secret_key;
-  });
-  auto ak = verifier.verify(authorization, sr, std::chrono::system_clock::now());
-  if (!ak) return ak.error();
-  return &snap.users.find(*ak)->second;
+  auth::Verifier verifier(
+      [&snap](std::string_view ak) -> std::optional<std::string> {
+        auto u = snap.users.find(ak);
+        if (u == snap.users.end()) return std::nullopt;
+        return u->second.secret_key;
+      },
+      kSignatureWindow);
+  const auto now = std::chrono::system_clock::now();
+  auto verified = verifier.verify_full(authorization, sr, now);
+  if (!verified) return verified.error();
+  // Accepted once: the same signed request again within the window, however its header is
+  // spelled, is a replay.
+  if (!server.replay.first_use(*verified, now)) {
+    return Error{"unauthorized",
+                 "replayed request: this signature was already accepted; sign every request "
+                 "afresh (a new X-Qiniu-Nonce)",
+                 0};
+  }
+  return &snap.users.find(verified->access_key)->second;
 }
 
 // Access, limits and a slot on an instance (at once or after a wait in the UFOP's queue).
@@ -474,13 +540,22 @@ Task<Admission> Session::admit(const Snapshot& snap, const Route& r, const User*
       co_return Admission(403, "forbidden",
                           "access key " + caller->access_key + " may not call '" + r.name + "'");
   }
-  // Limits: the caller's rate, then the UFOP's admitted requests.
+  // Limits: the caller's rate (an unsigned one's by its address), then the UFOP's admitted
+  // requests.
   int64_t now = wall_ms();
   if (caller && !caller->bucket->take(now)) {
     int64_t wait = caller->bucket->wait_ms(now);
     co_return Admission(429, "rate_limited",
                         "over the request rate of access key " + caller->access_key,
-                        static_cast<int>((wait + 999) / 1000));
+                        static_cast<int>(std::max<int64_t>(1, (wait + 999) / 1000)));
+  }
+  if (!caller && server.anon.enabled()) {
+    if (int64_t wait = server.anon.take(peer, steady_ms())) {
+      co_return Admission(429, "rate_limited",
+                          "over the request rate of unsigned calls from one address "
+                          "(--anon-rate); signed requests have their own limit",
+                          static_cast<int>((wait + 999) / 1000));
+    }
   }
   UfopQueue& q = *r.queue;
   if (!q.enter(o.command_concurrency)) {
@@ -501,6 +576,9 @@ Task<Admission> Session::admit(const Snapshot& snap, const Route& r, const User*
   auto [got, status] = co_await wait_in_queue(q, bound, Clock::now() + ms(o.queue_timeout_ms));
   if (status == 503) {
     co_return Admission(503, "queue_full", "the queue of '" + r.name + "' is full", 1);
+  }
+  if (status == kClientClosed) {
+    co_return Admission(kClientClosed, "client_closed", "the client left while queued");
   }
   if (status == 504) {
     co_return Admission(504, "queue_timeout",
@@ -590,6 +668,7 @@ Task<Outcome> Session::route(RequestParser& p, const Snapshot& snap, const Route
     caller = *who;
   }
   Admission a = co_await admit(snap, r, caller);
+  if (a.status == kClientClosed) co_return Outcome{kClientClosed, false};  // no one to answer
   if (!a.inst) co_return co_await fail(a.status, a.code, a.message, a.retry_after);
 
   // The instance's request: POST /handler?cmd=<ufop>/<params>&<the caller's query>.
@@ -629,10 +708,38 @@ Task<std::pair<InstancePtr, int>> Session::wait_in_queue(UfopQueue& q, size_t bo
     case UfopQueue::Enqueued::kWaiting:
       break;
   }
+  // A client that leaves while queued must not take a slot later: watch its socket meanwhile.
+  w->watching = true;
+  watch_client(w);
   co_await w->timer.async_wait(kTuple);
+  w->watching = false;
+  polled = nullptr;
+  beast::error_code ignored;
+  client.socket().cancel(ignored);  // the watch, if still pending
   InstancePtr got = q.cancel(w);
+  if (w->abandoned) {
+    if (got) q.release(*got, wall_ms(), worker.rng);  // granted meanwhile: to the next one
+    q.stats().record_abandoned();
+    co_return std::pair{nullptr, kClientClosed};
+  }
   if (!got) co_return std::pair{nullptr, 504};
   co_return std::pair{std::move(got), 0};
+}
+
+// Watches a queued request's client through the worker's event loop. The wait wakes on the
+// socket's next event, and at once when something is already there (Asio re-arms epoll for it):
+// a FIN or RST ends the wait as abandoned. Bytes (a pipelined request, a body not read yet) stay
+// in the socket for later, and would wake the wait again and again: from then on the worker's
+// sweep polls for a hang-up instead (every 100 ms).
+void Session::watch_client(std::shared_ptr<AsioWaiter> w) {
+  client.socket().async_wait(Socket::wait_read, [this, w](beast::error_code ec) {
+    if (ec || !w->watching) return;  // the wait ended: this session may be gone
+    if (client_gone(client.socket().native_handle())) {
+      w->abandon();
+    } else {
+      polled = w.get();
+    }
+  });
 }
 
 UpstreamPtr Session::take_pooled(const std::string& address, bool always_peek) {
@@ -908,6 +1015,7 @@ Task<Outcome> Session::route_fast(const Snapshot& snap, const Route& r, std::str
     caller = *who;
   }
   Admission a = co_await admit(snap, r, caller);
+  if (a.status == kClientClosed) co_return Outcome{kClientClosed, false};  // no one to answer
   if (!a.inst) {
     co_return Outcome{a.status,
                       co_await reply(a.status, a.code, a.message, client_keep, 11, a.retry_after)};
@@ -1079,12 +1187,12 @@ Task<bool> Session::reply_raw(int status, std::string content_type, std::string 
   co_return keep && !ec;
 }
 
-Task<void> serve(Server::Impl& s, Worker& w, Socket sock) {
+Task<void> serve(Server::Impl& s, Worker& w, Socket sock, ClientLimiter::Address peer) {
   struct Count {
     Server::Impl& s;
     ~Count() { s.open.fetch_sub(1); }
   } count{s};
-  Session session(s, w, std::move(sock));
+  Session session(s, w, std::move(sock), peer);
   co_await session.run();
   beast::error_code ignored;
   session.client.socket().shutdown(Socket::shutdown_both, ignored);
@@ -1102,7 +1210,8 @@ Task<void> Server::Impl::accept_loop() {
       continue;
     }
     Worker& w = *workers[next_worker++ % workers.size()];
-    auto [ec, sock] = co_await acceptor->async_accept(w.ioc, kTuple);
+    tcp::endpoint peer;  // from accept itself: no getpeername per connection
+    auto [ec, sock] = co_await acceptor->async_accept(w.ioc, peer, kTuple);
     if (ec) {
       if (stopping || ec == net::error::operation_aborted) co_return;
       spdlog::warn("accept: {}", ec.message());  // e.g. out of file descriptors: back off
@@ -1111,25 +1220,27 @@ Task<void> Server::Impl::accept_loop() {
       continue;
     }
     open.fetch_add(1);
-    net::co_spawn(w.ioc, serve(*this, w, std::move(sock)), [](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& x) {
-        spdlog::error("connection ended by an exception: {}", x.what());
-      }
-    });
+    net::co_spawn(w.ioc, serve(*this, w, std::move(sock), address_key(peer.address())),
+                  [](std::exception_ptr e) {
+                    if (!e) return;
+                    try {
+                      std::rethrow_exception(e);
+                    } catch (const std::exception& x) {
+                      spdlog::error("connection ended by an exception: {}", x.what());
+                    }
+                  });
   }
 }
 
 // Queued requests also move when an ejection ends or a slot frees without a release (a table
-// update): a light periodic nudge.
+// update): a light periodic nudge. Once a second it also forgets refilled --anon-rate buckets.
 Task<void> Server::Impl::drain_loop() {
   Timer t(workers[0]->ioc.get_executor());
-  while (!stopping) {
+  for (uint64_t tick = 1; !stopping; ++tick) {
     t.expires_after(100ms);
     co_await t.async_wait(kTuple);
     for (const auto& q : table->queues()) q->drain(wall_ms(), workers[0]->rng);
+    if (tick % 10 == 0) anon.expire(steady_ms());
   }
 }
 
@@ -1149,7 +1260,8 @@ Task<void> Server::Impl::prune_loop(Worker& w) {
   }
 }
 
-// Raw socket operations past their deadline are cancelled; the session sees timed_out.
+// Raw socket operations past their deadline are cancelled; the session sees timed_out. Queued
+// requests whose client's hang-up the event loop cannot see are polled.
 Task<void> Server::Impl::sweep_loop(Worker& w) {
   Timer t(w.ioc.get_executor());
   for (;;) {
@@ -1162,6 +1274,10 @@ Task<void> Server::Impl::sweep_loop(Worker& w) {
         s->timed_out = true;
         beast::error_code ignored;
         s->waiting->cancel(ignored);
+      }
+      if (s->polled && client_gone(s->client.socket().native_handle())) {
+        s->polled->abandon();
+        s->polled = nullptr;
       }
     }
     if (w.stopping && w.sessions.empty()) co_return;

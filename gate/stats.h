@@ -1,6 +1,6 @@
 // Per-UFOP figures for /metrics, kept in atomics so the request path never takes a lock:
-// requests by status, a latency histogram, and the gauges (queue length, in flight) read from
-// the UFOP's queue when rendered.
+// requests by status, a latency histogram, queued requests their clients abandoned, and the
+// gauges (queue length, in flight) read from the UFOP's queue when rendered.
 #pragma once
 
 #include <array>
@@ -18,6 +18,9 @@ class UfopStats {
 
   void record(int status, int64_t micros);
   uint64_t count(int status) const;
+  // A queued request whose client left before it had a slot (it never reached an instance).
+  void record_abandoned() { abandoned_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t abandoned() const { return abandoned_.load(std::memory_order_relaxed); }
 
   // Appends this UFOP's series to the three families' texts.
   void render(const std::string& ufop, std::string& requests, std::string& histogram) const;
@@ -27,6 +30,7 @@ class UfopStats {
   std::array<std::atomic<uint64_t>, kBuckets.size() + 1> buckets_{};
   std::atomic<uint64_t> sum_micros_{0};
   std::atomic<uint64_t> total_{0};
+  std::atomic<uint64_t> abandoned_{0};
 };
 
 }  // namespace qufop::gate

@@ -12,6 +12,8 @@ constexpr auto kWindow = std::chrono::minutes(15);
 Error unauthorized(std::string message) { return {"unauthorized", std::move(message), 0}; }
 }  // namespace
 
+Users::Users(RecordStore& store) : store_(store), replay_(kWindow, kReplayCapacity) {}
+
 Result<std::optional<api::UserRecord>> Users::load(keeper::Client& client) {
   std::map<std::string, api::UserRecord> users;
   std::set<std::pair<std::string, std::string>> uses;
@@ -119,25 +121,15 @@ Result<api::UserRecord> Users::authenticate(const http::Request& req,
         return it->second.secret_key;
       },
       kWindow);
-  auto ak = verifier.verify(header, s, now);
-  if (!ak) return unauthorized(ak.error().message);
-  if (seen_before(std::string(header), now)) {
+  auto verified = verifier.verify_full(header, s, now);
+  if (!verified) return unauthorized(verified.error().message);
+  // Keyed on the decoded signature, not the header text: a re-spelled header (no base64
+  // padding, more spaces after "Qiniu") is the same signature and the same replay.
+  if (!replay_.first_use(*verified, now)) {
     return unauthorized("replayed request: this signature was already used");
   }
   std::lock_guard lock(mu_);
-  return by_key_.at(*ak);
-}
-
-bool Users::seen_before(const std::string& signature, std::chrono::system_clock::time_point now) {
-  std::lock_guard lock(mu_);
-  // Anything older than twice the window can no longer pass the date check.
-  while (!recent_.empty() && recent_.front().first < now - 2 * kWindow) {
-    recent_set_.erase(recent_.front().second);
-    recent_.pop_front();
-  }
-  if (!recent_set_.insert(signature).second) return true;
-  recent_.emplace_back(now, signature);
-  return false;
+  return by_key_.at(verified->access_key);
 }
 
 }  // namespace qufop::scheduler

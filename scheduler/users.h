@@ -1,21 +1,22 @@
 // Users and request authentication for the scheduler's public API: the user records (keeper
 // /users/<ak>, /uses/<ak>/<ufop>), signature checks (the Qiniu scheme with X-Qiniu-Date inside
-// ±15 min, common/auth.h) and replay refusal (a signature is accepted once: clients add a
-// random X-Qiniu-Nonce so two identical requests still sign differently).
+// ±15 min, common/auth.h) and replay refusal (common/replay.h: a signature is accepted once,
+// however its header is spelled; clients add a random X-Qiniu-Nonce so two identical requests
+// still sign differently).
 #pragma once
 
 #include <chrono>
-#include <deque>
+#include <cstddef>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
-#include <unordered_set>
 #include <vector>
 
 #include "common/api.h"
 #include "common/http.h"
+#include "common/replay.h"
 #include "common/result.h"
 #include "scheduler/records.h"
 
@@ -23,7 +24,11 @@ namespace qufop::scheduler {
 
 class Users {
  public:
-  explicit Users(RecordStore& store) : store_(store) {}
+  // Signatures remembered to refuse replays within the ±15 min window; past that the oldest
+  // are forgotten early (counted by the guard).
+  static constexpr size_t kReplayCapacity = 1'000'000;
+
+  explicit Users(RecordStore& store);
 
   // Loads users and uses from keeper; creates the first admin when there is none and returns
   // it (so its keys can be written to admin.conf), else nullopt.
@@ -42,15 +47,11 @@ class Users {
   bool uses(const std::string& access_key, const std::string& ufop) const;
 
  private:
-  bool seen_before(const std::string& signature, std::chrono::system_clock::time_point now);
-
   RecordStore& store_;
   mutable std::mutex mu_;
   std::map<std::string, api::UserRecord> by_key_;
   std::set<std::pair<std::string, std::string>> uses_;  // (access key, ufop)
-  // Signatures accepted within the date window, oldest first, for replay refusal.
-  std::deque<std::pair<std::chrono::system_clock::time_point, std::string>> recent_;
-  std::unordered_set<std::string> recent_set_;
+  auth::ReplayGuard replay_;  // signatures accepted within the date window; locks itself
 };
 
 }  // namespace qufop::scheduler

@@ -1,6 +1,7 @@
 # gate tests (included from tests/CMakeLists.txt): the pure parts (balancer and warm-up weights,
-# token bucket, queue, access, routing table from keeper records) as unit tests; the daemon on
-# loopback with test backends and a real qufop-keeper as e2e tests.
+# token buckets per user and per client address, replay set, queue, access, routing table from
+# keeper records) as unit tests; the daemon on loopback with test backends and a real
+# qufop-keeper as e2e tests.
 add_executable(qufop_gate_unit_tests test_gate_unit.cc)
 target_link_libraries(qufop_gate_unit_tests PRIVATE qufop_gate GTest::gtest_main)
 gtest_discover_tests(qufop_gate_unit_tests PROPERTIES LABELS unit DISCOVERY_TIMEOUT 60)

@@ -560,12 +560,21 @@ namespace {
 
 // One exchange on a raw connection: `request` as given, the response's exact bytes (head and a
 // Content-Length body) as the gate sent them.
+// `from` picks the source address (any of 127/8 is local): the gate tells clients apart by it.
 class RawClient {
  public:
-  explicit RawClient(uint16_t port) {
+  explicit RawClient(uint16_t port, const char* from = nullptr) {
     fd_ = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
+    if (from) {
+      inet_pton(AF_INET, from, &a.sin_addr);
+      if (bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        close(fd_);
+        fd_ = -1;
+        return;
+      }
+    }
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     a.sin_port = htons(port);
     if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
@@ -573,11 +582,23 @@ class RawClient {
       fd_ = -1;
     }
   }
-  ~RawClient() {
-    if (fd_ >= 0) close(fd_);
+  ~RawClient() { close_now(); }
+  // Sends without waiting for an answer.
+  bool send(const std::string& bytes) {
+    return fd_ >= 0 && write(fd_, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size());
+  }
+  // Closes the connection: with a FIN, or (reset) with a RST.
+  void close_now(bool reset = false) {
+    if (fd_ < 0) return;
+    if (reset) {
+      linger l{1, 0};
+      setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    }
+    close(fd_);
+    fd_ = -1;
   }
   std::string exchange(const std::string& request) {
-    if (fd_ < 0 || write(fd_, request.data(), request.size()) < 0) return "connect/write failed";
+    if (!send(request)) return "connect/write failed";
     char buf[8192];
     size_t end;
     while ((end = in_.find("\r\n\r\n")) == std::string::npos) {
@@ -682,6 +703,150 @@ TEST_F(Gate, FastPathAndBeastPathAreEquivalent) {
     EXPECT_NE(answers[0][i].find("HTTP/1.1 200 OK\r\n"), std::string::npos) << answers[0][i];
   }
   EXPECT_NE(answers[0].back().find("Connection: close\r\n"), std::string::npos);
+}
+
+// A client that gives up while its request waits in the queue: the entry goes at once (the
+// queue length drops, the abandonment is counted), the instance never sees the request, and the
+// next request waits only for the one in progress — whether the client closed, reset, or sent
+// more bytes first; on both paths.
+TEST_F(Gate, QueuedRequestOfAClientThatLeftIsDropped) {
+  constexpr int kSlowMs = 2000;
+  TestBackend slow("slow", TestBackend::Mode::kAnswer, kSlowMs);
+  ufop("ufop-leave");  // concurrency 1
+  instance("ufop-leave", "i1", slow.address());
+  for (const char* fast : {"true", "false"}) {
+    SCOPED_TRACE(std::string("--fast-path ") + fast);
+    start_gate({"--fast-path", fast, "--queue-free", "10"});
+    wait_until_not("/ufop-leave/x", 404);
+    const int before = slow.requests();
+    const std::string queue = "qufop_gate_queue_length{ufop=\"ufop-leave\"}";
+    const std::string abandoned = "qufop_gate_queue_abandoned_total{ufop=\"ufop-leave\"}";
+    const uint64_t abandoned_before = metric_value(metrics(), abandoned);
+    auto first = std::async(std::launch::async, [this] {
+      auto c = gate_client();
+      auto r = c.get("/ufop-leave/first");
+      return r ? r->status : -1;
+    });
+    ASSERT_TRUE(wait_metric("qufop_gate_in_flight{ufop=\"ufop-leave\"}", "1"));
+    std::vector<std::unique_ptr<RawClient>> leavers;
+    for (int i = 0; i < 3; ++i) {
+      leavers.push_back(std::make_unique<RawClient>(port_));
+      ASSERT_TRUE(leavers.back()->send("GET /ufop-leave/gone-" + std::to_string(i) +
+                                       " HTTP/1.1\r\nHost: gate\r\n\r\n"));
+      ASSERT_TRUE(wait_metric(queue, std::to_string(i + 1)));
+    }
+    // One pipelines another request before leaving: bytes in the socket do not hide the FIN.
+    ASSERT_TRUE(leavers[0]->send("GET /ufop-leave/gone-more HTTP/1.1\r\nHost: gate\r\n\r\n"));
+    std::this_thread::sleep_for(50ms);
+    leavers[0]->close_now();
+    leavers[1]->close_now();
+    leavers[2]->close_now(true);  // a reset
+    ASSERT_TRUE(wait_metric(queue, "0"));
+    // Dropped at once, not when the slot came free.
+    EXPECT_EQ(first.wait_for(0s), std::future_status::timeout);
+    EXPECT_EQ(metric_value(metrics(), abandoned), abandoned_before + 3);
+
+    auto start = std::chrono::steady_clock::now();
+    auto c = gate_client();
+    auto next = c.get("/ufop-leave/next");
+    auto waited = std::chrono::steady_clock::now() - start;
+    ASSERT_TRUE(next) << next.error().message;
+    EXPECT_EQ(next->status, 201);
+    EXPECT_EQ(first.get(), 201);
+    // Behind the first one only: the rest of it plus its own kSlowMs (each abandoned request
+    // sent would add another kSlowMs).
+    EXPECT_LT(waited, std::chrono::milliseconds(3 * kSlowMs));
+    EXPECT_EQ(slow.requests() - before, 2);
+    for (const auto& t : slow.targets()) EXPECT_EQ(t.find("gone"), std::string::npos) << t;
+    EXPECT_EQ(metric_value(metrics(), queue), 0u);
+    stop_gate();
+  }
+}
+
+// Unsigned calls are limited per client address (--anon-rate); another address, and signed
+// callers from the limited one, are not held back; refusals are counted; buckets of idle
+// addresses are forgotten.
+TEST_F(Gate, UnsignedCallersAreLimitedPerAddress) {
+  TestBackend b("b");
+  ufop("ufop-anon", api::UfopMode::kPublic, 8);
+  instance("ufop-anon", "i1", b.address());
+  user("AKsigned", "sk-signed");
+  start_gate({"--anon-rate", "1", "--anon-burst", "2"});
+  wait_until_not("/ufop-anon/x", 404);
+  const std::string get = "GET /ufop-anon/p HTTP/1.1\r\nHost: gate\r\n\r\n";
+  RawClient two(port_, "127.0.0.2");
+  EXPECT_NE(two.exchange(get).find("HTTP/1.1 201 "), std::string::npos);
+  EXPECT_NE(two.exchange(get).find("HTTP/1.1 201 "), std::string::npos);
+  std::string limited = two.exchange(get);
+  EXPECT_NE(limited.find("HTTP/1.1 429 "), std::string::npos) << limited;
+  EXPECT_NE(limited.find("Retry-After: 1\r\n"), std::string::npos) << limited;
+  EXPECT_NE(limited.find("rate_limited"), std::string::npos) << limited;
+  // Another address has its own bucket.
+  RawClient three(port_, "127.0.0.3");
+  EXPECT_NE(three.exchange(get).find("HTTP/1.1 201 "), std::string::npos);
+  // 127.0.0.1 spends its bucket unsigned; its signed calls keep their own (per-user) limit.
+  auto c = gate_client();
+  int refused = 0;
+  for (int i = 0; i < 4; ++i) refused += c.get("/ufop-anon/q")->status == 429;
+  EXPECT_GE(refused, 1);
+  for (int i = 0; i < 5; ++i) {
+    auto r = c.send(signed_request("GET", "/ufop-anon/s", "AKsigned", "sk-signed"));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 201) << r->body;
+  }
+  auto text = metrics();
+  EXPECT_EQ(metric_value(text, "qufop_gate_anon_limited_total"), 1u + refused) << text;
+  EXPECT_EQ(metric_value(text, "qufop_gate_anon_clients"), 3u) << text;
+  // Idle addresses' buckets refill (2 s here) and are forgotten.
+  EXPECT_TRUE(wait_metric("qufop_gate_anon_clients", "0")) << metrics();
+}
+
+// A signed request is accepted once: the same request again (or its signature spelled another
+// way) is 401 within the date window; a fresh signature passes. On both paths.
+TEST_F(Gate, ReplayedSignedRequestIs401) {
+  TestBackend b("b");
+  ufop("ufop-replay", api::UfopMode::kPrivate, 4, "AKowner");
+  instance("ufop-replay", "i1", b.address());
+  user("AKowner", "sk-owner");
+  for (const char* fast : {"true", "false"}) {
+    SCOPED_TRACE(std::string("--fast-path ") + fast);
+    start_gate({"--fast-path", fast});
+    wait_until_not("/ufop-replay/x", 404);
+    const uint64_t refused_before = metric_value(metrics(), "qufop_gate_replays_refused_total");
+    const size_t targets_before = b.targets().size();
+    auto c = gate_client();
+    auto req = signed_request("GET", "/ufop-replay/x", "AKowner", "sk-owner");
+    auto r = c.send(req);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 201) << r->body;
+    r = c.send(req);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401);
+    EXPECT_NE(r->body.find("replayed request"), std::string::npos) << r->body;
+    // The same signature without its base64 padding and with another space: still a replay.
+    auto respelled = req;
+    for (auto& [name, value] : respelled.headers) {
+      if (name != "Authorization") continue;
+      ASSERT_EQ(value.back(), '=');
+      value = "Qiniu  " + value.substr(6, value.size() - 7);
+    }
+    r = c.send(respelled);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401) << r->body;
+    // A signed JSON body (read whole to verify) likewise.
+    auto json = api::sign_request("AKowner", "sk-owner", "127.0.0.1:" + std::to_string(port_),
+                                  "POST", "/ufop-replay/j", "application/json", R"({"a":1})",
+                                  std::chrono::system_clock::now(), api::random_nonce());
+    EXPECT_EQ(c.send(json)->status, 201);
+    EXPECT_EQ(c.send(json)->status, 401);
+    // A fresh signature of the same call passes.
+    r = c.send(signed_request("GET", "/ufop-replay/x", "AKowner", "sk-owner"));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 201) << r->body;
+    EXPECT_EQ(metric_value(metrics(), "qufop_gate_replays_refused_total"), refused_before + 3);
+    EXPECT_EQ(b.targets().size(), targets_before + 3);  // the replays never reached it
+    stop_gate();
+  }
 }
 
 }  // namespace

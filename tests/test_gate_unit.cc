@@ -1,6 +1,9 @@
-// The gate's pure parts: instance choice and warm-up weights, the token bucket, the per-UFOP
-// queue, access rules, and the routing table built from keeper records. No sockets, no clock.
+// The gate's pure parts: instance choice and warm-up weights, the token buckets (per user and
+// per client address), the per-UFOP queue, access rules, and the routing table built from keeper
+// records. No sockets, no clock. The replay set is common/replay.h (tests/test_auth.cc).
 #include <gtest/gtest.h>
+
+#include <cstring>
 
 #include "common/json.h"
 #include "gate/access.h"
@@ -102,6 +105,60 @@ TEST(TokenBucket, BurstThenRate) {
   EXPECT_FALSE(b.take(10'000));
   TokenBucket unlimited(0, 0);
   for (int i = 0; i < 1000; ++i) EXPECT_TRUE(unlimited.take(0));
+}
+
+ClientLimiter::Address ip(uint8_t a, uint8_t b = 0) {
+  ClientLimiter::Address out{};
+  out[10] = out[11] = 0xff;  // v4-mapped
+  out[12] = 10;
+  out[14] = b;
+  out[15] = a;
+  return out;
+}
+
+TEST(ClientLimiter, BucketPerAddress) {
+  ClientLimiter l(2, 3, 1000);  // 2/s, burst 3
+  ASSERT_TRUE(l.enabled());
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(l.take(ip(1), 1000), 0);
+  EXPECT_EQ(l.take(ip(1), 1000), 500);  // refused: a token in 500 ms
+  EXPECT_EQ(l.take(ip(2), 1000), 0);    // another address has its own bucket
+  EXPECT_EQ(l.take(ip(1), 1500), 0);
+  EXPECT_GT(l.take(ip(1), 1500), 0);
+  EXPECT_EQ(l.refused(), 2u);
+  EXPECT_EQ(l.tracked(), 2u);
+  ClientLimiter off(0, 0, 1000);
+  EXPECT_FALSE(off.enabled());
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(off.take(ip(1), 0), 0);
+  EXPECT_EQ(off.tracked(), 0u);
+}
+
+TEST(ClientLimiter, RefilledBucketsExpire) {
+  ClientLimiter l(2, 4, 1000);  // refilled 2 s after the last request
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(l.take(ip(1), 1000), 0);
+  EXPECT_EQ(l.take(ip(2), 2000), 0);
+  l.expire(2999);  // neither is full yet
+  EXPECT_EQ(l.tracked(), 2u);
+  EXPECT_GT(l.take(ip(1), 1000), 0);  // and ip(1) is still empty
+  l.expire(3000);                     // ip(1) is full again: nothing to remember
+  EXPECT_EQ(l.tracked(), 1u);
+  l.expire(4000);
+  EXPECT_EQ(l.tracked(), 0u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(l.take(ip(1), 4000), 0);  // a fresh, full bucket
+  EXPECT_GT(l.take(ip(1), 4000), 0);
+}
+
+TEST(ClientLimiter, TrackedAddressesAreCapped) {
+  ClientLimiter l(1, 1, 16);  // at most one address per shard
+  int admitted = 0;
+  for (int i = 0; i < 2000; ++i) {
+    if (l.take(ip(static_cast<uint8_t>(i), static_cast<uint8_t>(i >> 8)), 1000) == 0) ++admitted;
+  }
+  EXPECT_LE(l.tracked(), 16u);
+  // Past the cap, new addresses share their shard's bucket: at most one token each.
+  EXPECT_LE(admitted, 32);
+  EXPECT_GE(l.refused(), 2000u - 32u);
+  l.expire(10'000);
+  EXPECT_EQ(l.tracked(), 0u);
 }
 
 TEST(UfopQueue, FifoBoundsAndRelease) {

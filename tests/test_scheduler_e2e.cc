@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/json.hpp>
 #include <filesystem>
@@ -508,6 +509,34 @@ TEST_P(SchedulerE2E, RequestsAreSignedAndUfopsBelongToTheirOwners) {
     EXPECT_EQ(first->status, 200) << first->body;
     EXPECT_EQ(again->status, 401);
     EXPECT_NE(again->body.find("replayed"), std::string::npos) << again->body;
+  }
+  {
+    // A captured request re-sent with its Authorization header re-spelled (no base64 '='
+    // padding, more spaces after "Qiniu"): the verifier accepts those spellings, so each is the
+    // same signature and the same replay.
+    http::Request req = api::sign_request(
+        alice.access_key, alice.secret_key, "127.0.0.1:" + std::to_string(port_), "GET",
+        "/v1/ufops", "", "", std::chrono::system_clock::now(), api::random_nonce());
+    auto auth_header = std::find_if(req.headers.begin(), req.headers.end(),
+                                    [](const auto& h) { return h.first == "Authorization"; });
+    ASSERT_NE(auth_header, req.headers.end());
+    const std::string original = auth_header->second;
+    ASSERT_TRUE(original.starts_with("Qiniu ")) << original;
+    // HMAC-SHA1 is 20 bytes: base64 always ends in one '='.
+    ASSERT_EQ(original.back(), '=') << original;
+    auto first = raw.send(req);
+    ASSERT_TRUE(first.ok());
+    EXPECT_EQ(first->status, 200) << first->body;
+    const std::string cred = original.substr(std::string_view("Qiniu ").size());
+    for (const std::string& respelled :
+         {original.substr(0, original.size() - 1), "Qiniu  " + cred, "Qiniu   " + cred,
+          "Qiniu  " + cred.substr(0, cred.size() - 1)}) {
+      auth_header->second = respelled;
+      auto replayed = raw.send(req);
+      ASSERT_TRUE(replayed.ok());
+      EXPECT_EQ(replayed->status, 401) << respelled << ": " << replayed->body;
+      EXPECT_NE(replayed->body.find("replayed"), std::string::npos) << replayed->body;
+    }
   }
 
   // Alice's private UFOP: bob neither sees nor changes it; the admin does.
