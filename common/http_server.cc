@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/socket.h>
+
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -9,6 +11,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -212,23 +215,65 @@ void Session::handle() {
   }
 }
 
+namespace {
+
+// The response's bytes: status line, Server, Content-Type, the handler's headers (one with a CR
+// or LF is dropped: it would split the head), Content-Length, Connection: close when the
+// connection ends. No body for HEAD (the length still tells the GET body's) nor for 1xx, 204
+// and 304, which have none.
+std::string serialize(const Response& r, std::string_view server_name, bool keep_alive, bool head) {
+  bool bodyless = r.status < 200 || r.status == 204 || r.status == 304;
+  std::string out;
+  out.reserve(160 + r.body.size());
+  out += "HTTP/1.1 ";
+  out += std::to_string(r.status);
+  out += ' ';
+  out += bhttp::obsolete_reason(static_cast<bhttp::status>(r.status));
+  out += "\r\nServer: ";
+  out += server_name;
+  out += "\r\nContent-Type: ";
+  out += r.content_type;
+  out += "\r\n";
+  for (const auto& [k, v] : r.headers) {
+    if (k.find_first_of("\r\n:") != std::string::npos ||
+        v.find_first_of("\r\n") != std::string::npos) {
+      spdlog::warn("dropping response header '{}': CR, LF or ':' in its name or value", k);
+      continue;
+    }
+    out += k;
+    out += ": ";
+    out += v;
+    out += "\r\n";
+  }
+  if (!bodyless) out += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
+  if (!keep_alive) out += "Connection: close\r\n";
+  out += "\r\n";
+  if (!head && !bodyless) out += r.body;
+  return out;
+}
+
+}  // namespace
+
 void Session::complete(Response response) {
   if (state_ != State::kHandling) return;
   state_ = State::kWriting;
   server_->count(response.status);
-  auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
-      static_cast<bhttp::status>(response.status), 11);
-  res->set(bhttp::field::server, server_->options.server_name);
-  res->set(bhttp::field::content_type, response.content_type);
-  for (auto& [k, v] : response.headers) res->set(k, v);
-  res->body() = std::move(response.body);
-  res->keep_alive(keep_alive_);
-  res->prepare_payload();
-  if (head_) res->body().clear();  // Content-Length still tells the size of the GET body.
+  auto wire = serialize(response, server_->options.server_name, keep_alive_, head_);
+  bool close_after = !keep_alive_;
+  // Almost every response fits the socket's send buffer: one send(2) here, with no write
+  // operation, timer or completion hand-off (the socket is non-blocking: Asio made it so for
+  // the reads). What does not fit goes out the usual way, bounded by the write timeout.
+  ssize_t sent = ::send(stream_.socket().native_handle(), wire.data(), wire.size(), MSG_NOSIGNAL);
+  if (sent == static_cast<ssize_t>(wire.size())) return on_written({}, close_after);
+  if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+    return on_written(beast::error_code(errno, beast::system_category()), close_after);
+  }
+  auto rest = std::make_shared<std::string>(wire.substr(sent > 0 ? static_cast<size_t>(sent) : 0));
   stream_.expires_after(server_->options.write_timeout);
-  bhttp::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, size_t) {
-    self->on_written(ec, !res->keep_alive());
-  });
+  net::async_write(stream_, net::buffer(*rest),
+                   [self = shared_from_this(), rest, close_after](beast::error_code ec, size_t) {
+                     self->on_written(ec, close_after);
+                   });
 }
 
 void Session::reply_error_and_close(int status, std::string_view code, std::string_view message) {

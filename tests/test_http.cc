@@ -33,6 +33,11 @@ class HttpTest : public ::testing::Test {
                       {{"X-Len", std::to_string(r.body.size())}},
                       r.body};
     });
+    server_->route("GET", "/nothing", [](const Request&) {
+      // A 204 has no body: a body set by mistake is not sent, nor a Content-Length. A header
+      // with a line break would split the head: dropped.
+      return Response{204, "text/plain", {{"X-Ok", "1"}, {"X-Bad", "a\r\nX-Injected: 1"}}, "oops"};
+    });
     server_->route("GET", "/throw",
                    [](const Request&) -> Response { throw std::runtime_error("boom"); });
     server_->route_async("GET", "/slow", [this](Request, Responder res) {
@@ -134,6 +139,41 @@ TEST_F(HttpTest, PostBodyRoundTrip) {
   EXPECT_EQ(r->body.size(), body.size());
   EXPECT_EQ(r->header("X-Len"), std::to_string(body.size()));
   EXPECT_EQ(r->content_type, "application/octet-stream");
+}
+
+TEST_F(HttpTest, BodiesLargerThanTheSocketBuffersGoBothWays) {
+  start();
+  Client c("127.0.0.1", port_);
+  std::string body(6 << 20, 'y');  // under the server's 8 MiB default limit
+  for (size_t i = 0; i < body.size(); i += 4093) body[i] = static_cast<char>('a' + i % 26);
+  for (int round = 0; round < 2; ++round) {  // the second on the kept-alive connection
+    auto r = c.post("/echo", body, "application/octet-stream");
+    ASSERT_TRUE(r) << r.error().message;
+    EXPECT_EQ(r->status, 200);
+    EXPECT_TRUE(r->body == body);
+  }
+}
+
+TEST_F(HttpTest, NoContentHasNoBodyAndHeadersCannotBeInjected) {
+  start();
+  Client c("127.0.0.1", port_);
+  auto r = c.get("/nothing");
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->status, 204);
+  EXPECT_EQ(r->body, "");
+  EXPECT_EQ(r->header("X-Ok"), "1");
+  EXPECT_EQ(r->header("X-Injected"), "");
+  EXPECT_EQ(r->header("X-Bad"), "");
+  auto after = c.get("/hello?name=n");  // nothing of the 204 is left on the connection
+  ASSERT_TRUE(after) << after.error().message;
+  EXPECT_EQ(after->body, "hello n");
+  Request bad;
+  bad.method = "GET";
+  bad.target = "/hello";
+  bad.headers = {{"X-Evil", "v\r\nX-Injected: 1"}};
+  auto refused = c.send(bad);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("X-Evil"), std::string::npos);
 }
 
 TEST_F(HttpTest, UnknownPathIs404AndWrongMethodIs405WithJsonError) {
