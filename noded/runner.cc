@@ -343,6 +343,7 @@ int run_main(int argc, char** argv) {
     options.seccomp = &*seccomp;
   }
   options.kill_with_parent = true;
+  options.step_off_cpu = true;
   // Detected at the sandbox's first use of it, while pid 1 builds its rootfs.
   auto cgroups = make_deferred_cgroup_manager();
   options.cgroups = cgroups.get();

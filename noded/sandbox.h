@@ -56,6 +56,10 @@ struct StartOptions {
   // pid 1 gets SIGKILL if the thread that started it dies (the one-shot runner; never noded,
   // whose instances outlive a restart).
   bool kill_with_parent = false;
+  // The starting thread moves to another CPU while pid 1 builds its rootfs (CpuStep in
+  // sandbox.cc): for a starter whose cgroup set-up takes about as long as pid 1's (the one-shot
+  // runner, which also detects the host and starts libcgroup then). noded's takes a fraction.
+  bool step_off_cpu = false;
 };
 
 // Rejects a spec that must not reach the kernel, with a message naming the field: bad id, no
