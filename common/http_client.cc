@@ -38,7 +38,18 @@ struct Client::Impl {
                         Clock::time_point deadline, std::string_view what);
   Result<Response> read_response(const Request& r, Clock::time_point deadline);
   Result<Response> exchange(const Request& r);
+  // Closes the connection and says what failed where.
   Error fail(std::string_view what, beast::error_code ec);
+  Error describe(std::string_view what, beast::error_code ec) const;
+  Error cancelled() const {
+    return {"cancelled", "stream from " + host + ":" + std::to_string(port) + ": cancelled",
+            ECANCELED};
+  }
+  // stream()'s exchange on the connected socket; leaves closing it to stream().
+  Result<int> stream_on(const Request& request,
+                        const std::function<bool(int, const Headers&)>& on_head,
+                        const std::function<bool(std::string_view)>& on_data,
+                        std::chrono::milliseconds timeout);
 
   std::string host;
   uint16_t port;
@@ -50,6 +61,10 @@ struct Client::Impl {
 
 Error Client::Impl::fail(std::string_view what, beast::error_code ec) {
   stream.reset();
+  return describe(what, ec);
+}
+
+Error Client::Impl::describe(std::string_view what, beast::error_code ec) const {
   std::string where = std::string(what) + " " + host + ":" + std::to_string(port);
   if (ec == beast::error::timeout) return {"timeout", where + ": timed out", ETIMEDOUT};
   if (ec == net::error::connection_refused) {
@@ -257,60 +272,114 @@ Result<Response> Client::post(std::string_view target, std::string body, std::st
   return send(r);
 }
 
+void StreamCancel::cancel() {
+  std::lock_guard lock(mu_);
+  cancelled_ = true;
+  // Wakes the stream's poll/epoll wait with EOF (or EPIPE for a write); the fd is still open,
+  // for the stream detaches under mu_ before it closes it.
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
+}
+
+bool StreamCancel::cancelled() const {
+  std::lock_guard lock(mu_);
+  return cancelled_;
+}
+
+bool StreamCancel::attach(int fd) {
+  std::lock_guard lock(mu_);
+  if (cancelled_) return false;
+  fd_ = fd;
+  return true;
+}
+
+void StreamCancel::detach() {
+  std::lock_guard lock(mu_);
+  fd_ = -1;
+}
+
+// Keeps a stream's socket registered with its StreamCancel (if any) for the scope's life; the
+// socket must outlive the scope.
+class StreamCancel::Scope {
+ public:
+  Scope(StreamCancel* c, int fd) : c_(c), attached_(!c || c->attach(fd)) {}
+  ~Scope() {
+    if (c_ && attached_) c_->detach();
+  }
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+  bool cancelled() const { return !attached_; }
+
+ private:
+  StreamCancel* c_;
+  bool attached_;
+};
+
 Result<int> Client::stream(const Request& request,
                            const std::function<bool(std::string_view)>& on_data,
-                           std::chrono::milliseconds timeout) {
-  return stream(request, nullptr, on_data, timeout);
+                           std::chrono::milliseconds timeout, StreamCancel* cancel) {
+  return stream(request, nullptr, on_data, timeout, cancel);
 }
 
 Result<int> Client::stream(const Request& request,
                            const std::function<bool(int status, const Headers& headers)>& on_head,
                            const std::function<bool(std::string_view)>& on_data,
-                           std::chrono::milliseconds timeout) {
+                           std::chrono::milliseconds timeout, StreamCancel* cancel) {
   auto& im = *impl_;
   im.stream.reset();  // a stream owns its connection from start to end
+  if (cancel && cancel->cancelled()) return im.cancelled();
   QF_TRY(im.connect());
-  auto req = im.build(request);
+  Result<int> res = 0;
+  {
+    // Registered only while open: the socket is closed below, after the scope.
+    StreamCancel::Scope scope(cancel, im.stream->socket().native_handle());
+    res = scope.cancelled() ? Result<int>(im.cancelled())
+                            : im.stream_on(request, on_head, on_data, timeout);
+  }
+  im.stream.reset();
+  // A cancelled stream fails with whatever the shutdown caused (EOF, EPIPE): say why instead.
+  if (!res && cancel && cancel->cancelled()) return im.cancelled();
+  return res;
+}
+
+Result<int> Client::Impl::stream_on(const Request& request,
+                                    const std::function<bool(int, const Headers&)>& on_head,
+                                    const std::function<bool(std::string_view)>& on_data,
+                                    std::chrono::milliseconds timeout) {
+  auto req = build(request);
   beast::error_code ec;
-  im.stream->expires_after(timeout);
-  bhttp::async_write(*im.stream, req, [&](beast::error_code e, size_t) { ec = e; });
-  im.run();
-  if (ec) return im.fail("stream to", ec);
+  stream->expires_after(timeout);
+  bhttp::async_write(*stream, req, [&](beast::error_code e, size_t) { ec = e; });
+  run();
+  if (ec) return describe("stream to", ec);
   bhttp::response_parser<bhttp::buffer_body> parser;
   parser.body_limit(boost::none);
-  bhttp::async_read_header(*im.stream, im.buffer, parser,
-                           [&](beast::error_code e, size_t) { ec = e; });
-  im.run();
-  if (ec) return im.fail("stream from", ec);
+  bhttp::async_read_header(*stream, buffer, parser, [&](beast::error_code e, size_t) { ec = e; });
+  run();
+  if (ec) return describe("stream from", ec);
   int status = static_cast<int>(parser.get().result_int());
   if (on_head) {
     Headers headers;
     for (const auto& f : parser.get()) {
       headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
     }
-    if (!on_head(status, headers)) {
-      im.stream.reset();
-      return status;
-    }
+    if (!on_head(status, headers)) return status;
   }
   // Large blobs stream through here: read in big pieces (Beast sizes each read by the free
   // capacity of the buffer, which otherwise stays at a few hundred bytes).
-  im.buffer.reserve(1 << 20);
+  buffer.reserve(1 << 20);
   std::vector<char> buf(1 << 20);
   bool go_on = true;
   while (go_on && !parser.is_done()) {
     parser.get().body().data = buf.data();
     parser.get().body().size = buf.size();
-    im.stream->expires_after(timeout);
-    bhttp::async_read_some(*im.stream, im.buffer, parser,
-                           [&](beast::error_code e, size_t) { ec = e; });
-    im.run();
+    stream->expires_after(timeout);
+    bhttp::async_read_some(*stream, buffer, parser, [&](beast::error_code e, size_t) { ec = e; });
+    run();
     if (ec == bhttp::error::need_buffer) ec = {};
-    if (ec) return im.fail("stream from", ec);
+    if (ec) return describe("stream from", ec);
     size_t got = buf.size() - parser.get().body().size;
     if (got > 0) go_on = on_data(std::string_view(buf.data(), got));
   }
-  im.stream.reset();
   return status;
 }
 

@@ -173,11 +173,11 @@ struct Watcher::State {
   }
 
   keeper::Client client;
+  keeper::WatchCancel cancel;  // ends a watch in progress when stopping
   std::shared_ptr<Table> table;
   std::function<int64_t()> now_ms;
   std::atomic<bool> stopping{false};
   std::atomic<bool> synced{false};
-  bool done = false;  // run() returned (under mu)
   std::mutex mu;
   std::condition_variable cv;
 };
@@ -205,7 +205,7 @@ Result<void> Watcher::State::follow(int64_t& next) {
         next = revision + 1;
         return !stopping.load();
       },
-      std::chrono::seconds(30));
+      std::chrono::seconds(30), &cancel);
 }
 
 void Watcher::State::run() {
@@ -245,32 +245,22 @@ Watcher::Watcher(std::vector<HostPort> endpoints, std::shared_ptr<Table> table,
 Watcher::~Watcher() { stop(); }
 
 void Watcher::start() {
-  thread_ = std::thread([s = state_] {
-    s->run();
-    std::lock_guard lock(s->mu);
-    s->done = true;
-    s->cv.notify_all();
-  });
+  thread_ = std::thread([s = state_] { s->run(); });
 }
 
 bool Watcher::synced() const { return state_->synced.load(); }
 
 void Watcher::stop() {
   if (!thread_.joinable()) return;
-  bool done;
   {
-    std::unique_lock lock(state_->mu);
+    std::lock_guard lock(state_->mu);
     state_->stopping = true;
-    state_->cv.notify_all();
-    // Out of a pause or a failing connect it ends at once; a keeper watch stream cannot be
-    // interrupted (it ends at its next event or idle timeout), so that one is left behind.
-    done = state_->cv.wait_for(lock, std::chrono::seconds(2), [this] { return state_->done; });
   }
-  if (done) {
-    thread_.join();
-  } else {
-    thread_.detach();
-  }
+  state_->cv.notify_all();
+  // Out of a pause at once, and out of a keeper watch stream by cancelling it; a range in
+  // progress (the first load or after a compaction) ends within the client's request timeout.
+  state_->cancel.cancel();
+  thread_.join();
 }
 
 }  // namespace qufop::gate

@@ -103,7 +103,7 @@ class Watcher {
           std::function<int64_t()> now_ms);
   ~Watcher();
   void start();
-  // Returns at once; the thread ends at its next wake-up (it owns what it uses).
+  // Ends the thread and waits for it: a pause or a keeper watch in progress ends at once.
   void stop();
   // True once the first range was loaded.
   bool synced() const;

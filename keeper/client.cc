@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <boost/json/stream_parser.hpp>
+#include <cerrno>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -354,7 +355,7 @@ struct Client::Impl {
 
   // One watch stream on the endpoints in turn, until one of them answers.
   Result<int> stream_watch(const WatchCreateRequest& r, WatchDecoder& decoder,
-                           std::chrono::milliseconds timeout) {
+                           std::chrono::milliseconds timeout, http::StreamCancel* cancel) {
     http::Request req;
     req.method = "POST";
     req.target = "/v3/watch";
@@ -366,7 +367,7 @@ struct Client::Impl {
       size_t i = (start + n) % endpoints.size();
       http::Client client(endpoints[i].host, endpoints[i].port, http_options());
       res = client.stream(
-          req, [&](std::string_view d) { return decoder.feed(d); }, timeout);
+          req, [&](std::string_view d) { return decoder.feed(d); }, timeout, cancel);
       if (res && *res != 200) return not_a_watch(*res, endpoints[i], decoder);
       // A watch is a read: moving on is safe as long as nothing was delivered from this one.
       if (res || decoder.got_message() || !is_transport_error(res.error())) break;
@@ -391,6 +392,11 @@ struct Client::Impl {
   std::vector<std::vector<std::unique_ptr<http::Client>>> idle;
   std::atomic<size_t> preferred{0};  // the endpoint that answered last
 };
+
+WatchCancel::WatchCancel() : stream_(std::make_unique<http::StreamCancel>()) {}
+WatchCancel::~WatchCancel() = default;
+void WatchCancel::cancel() { stream_->cancel(); }
+bool WatchCancel::cancelled() const { return stream_->cancelled(); }
 
 Client::Client(std::vector<HostPort> endpoints, ClientOptions options)
     : impl_(std::make_shared<Impl>(std::move(endpoints), options)) {}
@@ -465,11 +471,15 @@ Result<LeaseTimeToLiveResponse> Client::lease_time_to_live(int64_t id, bool keys
 Result<void> Client::watch(
     const WatchCreateRequest& r,
     const std::function<bool(const std::vector<Event>&, int64_t revision)>& on_events,
-    std::chrono::milliseconds idle_timeout) {
+    std::chrono::milliseconds idle_timeout, WatchCancel* cancel) {
   // http::Client::stream's timeout bounds silence, which is exactly idle_timeout.
   WatchDecoder decoder(on_events, r.start_revision);
-  auto res = impl_->stream_watch(r, decoder, idle_timeout);
+  auto res =
+      impl_->stream_watch(r, decoder, idle_timeout, cancel ? cancel->stream_.get() : nullptr);
   if (decoder.stopped()) return ok();
+  if (cancel && cancel->cancelled()) {
+    return Error{"cancelled", "keeper watch of " + r.key + ": cancelled", ECANCELED};
+  }
   if (!res) return res.error();
   if (decoder.error()) return *decoder.error();
   return Error{"unavailable",

@@ -15,6 +15,10 @@
 #include "common/result.h"
 #include "keeper/types.h"
 
+namespace qufop::http {
+class StreamCancel;
+}
+
 namespace qufop::keeper {
 
 struct ClientOptions {
@@ -29,6 +33,25 @@ Result<std::vector<HostPort>> parse_endpoints(std::string_view text);
 // etcd error, which comes back as Error{code "etcd", message = etcd's message, sys_errno = gRPC
 // code}; is_etcd_error(err, kErrCompacted) tells them apart.
 bool is_etcd_error(const Error& e, std::string_view etcd_message);
+
+// Ends a Client::watch() from another thread, promptly: cancel() shuts the watch's connection
+// down and watch() returns Error{"cancelled"}. It stays cancelled: a watch started after
+// cancel() returns that at once; a cancel() after the watch ended does nothing. cancel() and
+// cancelled() are thread-safe; one WatchCancel may serve several watches in turn (never two at
+// once) and must outlive the watch() calls given it.
+class WatchCancel {
+ public:
+  WatchCancel();
+  ~WatchCancel();
+  WatchCancel(const WatchCancel&) = delete;
+  WatchCancel& operator=(const WatchCancel&) = delete;
+  void cancel();
+  bool cancelled() const;
+
+ private:
+  friend class Client;
+  std::unique_ptr<http::StreamCancel> stream_;
+};
 
 class Client {
  public:
@@ -56,11 +79,13 @@ class Client {
   // false to end the watch. Returns when on_events says stop (ok), on a compacted start
   // revision (etcd error kErrCompacted), or on a transport failure; the caller resumes from the
   // last revision it saw + 1. `idle_timeout` bounds silence on the stream (keeper and etcd send
-  // progress notifications when asked).
+  // progress notifications when asked). `cancel`, when given, lets another thread end the watch
+  // (see WatchCancel): the one way to use this Client from two threads for the same watch.
   Result<void> watch(
       const WatchCreateRequest& r,
       const std::function<bool(const std::vector<Event>&, int64_t revision)>& on_events,
-      std::chrono::milliseconds idle_timeout = std::chrono::minutes(10));
+      std::chrono::milliseconds idle_timeout = std::chrono::minutes(10),
+      WatchCancel* cancel = nullptr);
 
   // Keeps a lease alive from a background thread (a keep-alive every ttl/3) until the returned
   // handle is destroyed; on_lost is called once if the lease expired or was revoked meanwhile.

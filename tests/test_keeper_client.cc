@@ -7,6 +7,7 @@
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <cerrno>
 #include <future>
 #include <map>
 #include <mutex>
@@ -721,6 +722,119 @@ TEST_P(KeeperClientTest, IdleWatchTimesOut) {
   auto got = watch_until(*client_, watch_key(k("silent"), 0), 1, 1000ms);
   ASSERT_FALSE(got.result.ok());
   EXPECT_EQ(got.result.error().code, "timeout") << got.result.error().message;
+}
+
+// --- cancelling a watch ---------------------------------------------------------------------
+
+// Starts a watch of `key` from `start` on its own thread, with a long idle timeout.
+std::future<Watched> watch_async(Client& c, WatchCreateRequest w, WatchCancel& cancel,
+                                 std::atomic<int>& batches) {
+  return std::async(std::launch::async, [&c, w = std::move(w), &cancel, &batches] {
+    Watched out;
+    out.result = c.watch(
+        w,
+        [&](const std::vector<Event>& events, int64_t revision) {
+          out.events.insert(out.events.end(), events.begin(), events.end());
+          out.revisions.push_back(revision);
+          ++batches;
+          return true;
+        },
+        60s, &cancel);
+    return out;
+  });
+}
+
+void expect_cancelled(const Result<void>& r) {
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, "cancelled") << r.error().message;
+  EXPECT_EQ(r.error().sys_errno, ECANCELED);
+}
+
+TEST_P(KeeperClientTest, WatchCancelledFromAnotherThreadEndsPromptly) {
+  put("quiet", "1");
+  WatchCancel cancel;
+  std::atomic<int> batches = 0;
+  auto watcher = watch_async(*client_, watch_key(k("quiet"), rev0_ + 1), cancel, batches);
+  // Once the event arrived the stream is live and then silent: the watch waits on its socket.
+  ASSERT_TRUE(eventually([&] { return batches > 0; }, 10s));
+  std::this_thread::sleep_for(200ms);
+  ASSERT_EQ(watcher.wait_for(0s), std::future_status::timeout) << "the watch ended by itself";
+  auto start = std::chrono::steady_clock::now();
+  cancel.cancel();
+  // Generous: the idle timeout is a minute; a cancel that works takes milliseconds.
+  ASSERT_EQ(watcher.wait_for(2s), std::future_status::ready) << "the cancel did not end the watch";
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_LT(took, 2s);
+  RecordProperty(
+      "cancel_us",
+      std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(took).count()));
+  auto got = watcher.get();
+  expect_cancelled(got.result);
+  EXPECT_EQ(got.events.size(), 1u);
+  EXPECT_TRUE(cancel.cancelled());
+  // The client is unharmed.
+  EXPECT_EQ(put("quiet", "2"), rev0_ + 2);
+}
+
+TEST_P(KeeperClientTest, WatchCancelledBeforeItStartsReturnsAtOnce) {
+  put("early", "1");
+  WatchCancel cancel;
+  cancel.cancel();
+  std::atomic<int> batches = 0;
+  auto watcher = watch_async(*client_, watch_key(k("early"), rev0_ + 1), cancel, batches);
+  ASSERT_EQ(watcher.wait_for(2s), std::future_status::ready);
+  auto got = watcher.get();
+  expect_cancelled(got.result);
+  EXPECT_EQ(batches, 0);  // nothing delivered, though an event was there to deliver
+}
+
+TEST_P(KeeperClientTest, CancelAfterTheWatchEndedIsHarmless) {
+  put("done", "1");
+  WatchCancel cancel;
+  auto got = watch_until(*client_, watch_key(k("done"), rev0_ + 1), 1);
+  EXPECT_OK(got.result);
+  cancel.cancel();
+  cancel.cancel();  // twice too
+  // Another watch without that token still runs; one given it returns at once.
+  put("done", "2");
+  auto again = watch_until(*client_, watch_key(k("done"), rev0_ + 1), 2);
+  EXPECT_OK(again.result);
+  EXPECT_EQ(again.events.size(), 2u);
+  expect_cancelled(client_->watch(
+      watch_key(k("done"), rev0_ + 1), [](const std::vector<Event>&, int64_t) { return true; }, 60s,
+      &cancel));
+}
+
+// Cancels race watches at every stage (connecting, sending, waiting) while other threads'
+// connections open and close: a cancel only ever ends its own watch, never a connection that
+// took over a closed watch's file descriptor.
+TEST_P(KeeperClientTest, CancelsRacingWatchesHitNothingElse) {
+  put("race", "1");
+  std::atomic<bool> done = false;
+  std::atomic<int> failed_puts = 0;
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 2; ++t) {
+    writers.emplace_back([&, t] {
+      for (int i = 0; !done; ++i) {
+        // A fresh client each time: a new socket, likely on an fd a watch just closed.
+        Client c({backend_->endpoint()});
+        if (!c.put(k("w" + std::to_string(t)), std::to_string(i))) ++failed_puts;
+      }
+    });
+  }
+  for (int i = 0; i < 30; ++i) {
+    WatchCancel cancel;
+    std::atomic<int> batches = 0;
+    auto watcher = watch_async(*client_, watch_key(k("race"), rev0_ + 1), cancel, batches);
+    std::this_thread::sleep_for(std::chrono::milliseconds(i % 10));
+    cancel.cancel();
+    // EXPECT, not ASSERT: the writers must be stopped below.
+    EXPECT_EQ(watcher.wait_for(5s), std::future_status::ready) << "round " << i;
+    expect_cancelled(watcher.get().result);
+  }
+  done = true;
+  for (auto& t : writers) t.join();
+  EXPECT_EQ(failed_puts, 0);
 }
 
 // --- errors -----------------------------------------------------------------------------------
