@@ -69,22 +69,32 @@ int watch_latency(const std::vector<HostPort>& ep, int count) {
     std::fprintf(stderr, "put: %s\n", start.error().message.c_str());
     return 1;
   }
+  keeper::WatchCancel cancel;
   std::thread watcher([&] {
     keeper::Client client(ep);
     keeper::WatchCreateRequest req{"benchw/k/", keeper::prefix_end("benchw/k/"), *start + 1};
-    auto r = client.watch(req, [&](const std::vector<keeper::Event>& events, int64_t) {
-      int64_t t = now_ns();
-      for (const auto& e : events) {
-        lat_ms.push_back((t - std::stoll(e.kv.value)) / 1e6);
-      }
-      return static_cast<int>(lat_ms.size()) < count;
-    });
-    if (!r) std::fprintf(stderr, "watch: %s\n", r.error().message.c_str());
+    auto r = client.watch(
+        req,
+        [&](const std::vector<keeper::Event>& events, int64_t) {
+          int64_t t = now_ns();
+          for (const auto& e : events) {
+            lat_ms.push_back((t - std::stoll(e.kv.value)) / 1e6);
+          }
+          return static_cast<int>(lat_ms.size()) < count;
+        },
+        std::chrono::seconds(30), &cancel);
+    if (!r && r.error().code != "cancelled")
+      std::fprintf(stderr, "watch: %s\n", r.error().message.c_str());
   });
   keeper::Client writer(ep);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the watch is registered
   for (int i = 0; i < count; ++i) {
-    if (!writer.put("benchw/k/" + std::to_string(i), std::to_string(now_ns()))) return 1;
+    if (auto put = writer.put("benchw/k/" + std::to_string(i), std::to_string(now_ns())); !put) {
+      std::fprintf(stderr, "put: %s\n", put.error().message.c_str());
+      cancel.cancel();  // the watcher may wait for events that will not come
+      watcher.join();
+      return 1;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   watcher.join();
