@@ -34,6 +34,8 @@ int cmd_info(const std::vector<std::string>& args) {
   }
   std::string unschedulable;
   if (auto t = json::get_string(res->as_object(), "unschedulable"); t) unschedulable = *t;
+  std::string backoff;  // a version crash-looping: when its next instance is placed
+  if (auto t = json::get_string(res->as_object(), "backoff"); t) backoff = *t;
   std::printf("name:           %s\n", u->name.c_str());
   std::printf("owner:          %s\n", u->owner.c_str());
   std::printf("mode:           %d (%s)\n", static_cast<int>(u->mode), mode_name(u->mode));
@@ -45,6 +47,7 @@ int cmd_info(const std::vector<std::string>& args) {
               desired.empty() ? "none" : desired.c_str());
   std::printf("concurrency:    %d\n", u->concurrency);
   if (!unschedulable.empty()) std::printf("unschedulable:  %s\n", unschedulable.c_str());
+  if (!backoff.empty()) std::printf("backoff:        %s\n", backoff.c_str());
   return kOk;
 }
 

@@ -60,6 +60,10 @@ Controller::Controller(RecordStore& store, ControllerOptions options, Metrics* m
                        "Instances asked to stop.");
     metrics_->describe("qufop_scheduler_unschedulable", Metrics::Type::kGauge,
                        "Desired instances that fit on no node, per UFOP.");
+    metrics_->describe("qufop_scheduler_backoff_seconds", Metrics::Type::kGauge,
+                       "Seconds until a crash-looping UFOP version gets new instances again.");
+    metrics_->describe("qufop_scheduler_crash_steps_total", Metrics::Type::kCounter,
+                       "Reconcile passes that found instances of a UFOP ended on their own.");
   }
 }
 
@@ -143,7 +147,9 @@ void Controller::loop() {
     if (stopping_) break;
     answer_polls_locked(true);
     auto now = std::chrono::steady_clock::now();
-    if (!kicked_ && now < next_pass) continue;
+    // A crash-loop hold that ends places its instances at once, not a period later.
+    bool hold_over = next_hold_ms_ > 0 && now_ms() >= next_hold_ms_;
+    if (!kicked_ && !hold_over && now < next_pass) continue;
     kicked_ = false;
     next_pass = now + options_.reconcile_period;
     if (auto r = reconcile_locked(nullptr, ""); !r) {
@@ -308,6 +314,7 @@ ClusterState Controller::build_state_locked(
   ClusterState state;
   state.now_ms = now_ms();
   state.node_timeout_ms = options_.node_timeout.count();
+  state.crash_loops = crash_loops_;
   std::map<std::string, size_t> node_index;
   for (const auto& [id, n] : nodes_) {
     NodeView view;
@@ -461,6 +468,7 @@ Result<void> Controller::reconcile_locked(std::optional<ScaleResult>* report_for
     }
   }
   unschedulable_ = std::move(unschedulable);
+  take_crash_loops_locked(std::move(plan.crash_loops), now);
   if (report_for) {
     ScaleResult result;
     for (const auto& u : plan.unschedulable) {
@@ -471,6 +479,51 @@ Result<void> Controller::reconcile_locked(std::optional<ScaleResult>* report_for
   }
   if (!touched.empty()) bump_locked(touched);
   return ok();
+}
+
+namespace {
+
+std::string version_labels(const CrashLoop& c) {
+  return "ufop=\"" + c.ufop + "\",version=\"" + std::to_string(c.version) + "\"";
+}
+
+// A new crash step: not in the old state, or with another count or time.
+bool is_new_step(const std::vector<CrashLoop>& old, const CrashLoop& c) {
+  return std::none_of(old.begin(), old.end(), [&](const CrashLoop& o) {
+    return o.ufop == c.ufop && o.version == c.version && o.crashes == c.crashes &&
+           o.last_crash_ms == c.last_crash_ms;
+  });
+}
+
+}  // namespace
+
+void Controller::take_crash_loops_locked(std::vector<CrashLoop> next, int64_t now) {
+  next_hold_ms_ = 0;
+  for (const CrashLoop& c : next) {
+    if (c.hold_until_ms > now && (next_hold_ms_ == 0 || c.hold_until_ms < next_hold_ms_)) {
+      next_hold_ms_ = c.hold_until_ms;
+    }
+    if (!is_new_step(crash_loops_, c)) continue;
+    if (metrics_) metrics_->add("qufop_scheduler_crash_steps_total", "ufop=\"" + c.ufop + "\"");
+    if (c.hold_until_ms > 0) {
+      spdlog::info(
+          "UFOP {} version {} is crash-looping ({} crashes in a row): next instance in {} s",
+          c.ufop, c.version, c.crashes, (c.hold_until_ms - c.last_crash_ms) / 1000.0);
+    }
+  }
+  // Versions that left the state (quiet long enough) read 0 again.
+  for (CrashLoop& old : crash_loops_) {
+    old.hold_until_ms = 0;
+    set_backoff_metric_locked(old, now);
+  }
+  crash_loops_ = std::move(next);
+  for (const CrashLoop& c : crash_loops_) set_backoff_metric_locked(c, now);
+}
+
+void Controller::set_backoff_metric_locked(const CrashLoop& c, int64_t now) {
+  if (!metrics_) return;
+  double left = static_cast<double>(std::max<int64_t>(c.hold_until_ms - now, 0)) / 1000.0;
+  metrics_->set("qufop_scheduler_backoff_seconds", version_labels(c), left);
 }
 
 // ---- the public operations ----
@@ -508,6 +561,13 @@ Result<void> Controller::unregister_ufop(const std::string& name) {
   ufops_.erase(it);
   versions_.erase(name);
   unschedulable_.erase(name);
+  // A UFOP registered again under this name starts without the old one's crashes.
+  for (CrashLoop& c : crash_loops_) {
+    if (c.ufop != name) continue;
+    c.hold_until_ms = 0;
+    set_backoff_metric_locked(c, 0);
+  }
+  std::erase_if(crash_loops_, [&](const CrashLoop& c) { return c.ufop == name; });
   return ok();
 }
 
@@ -681,6 +741,21 @@ std::string Controller::unschedulable(const std::string& name) {
   std::lock_guard lock(mu_);
   auto it = unschedulable_.find(name);
   return it == unschedulable_.end() ? "" : it->second;
+}
+
+std::string Controller::backoff(const std::string& name) {
+  std::lock_guard lock(mu_);
+  int64_t now = now_ms();
+  std::string text;
+  for (const CrashLoop& c : crash_loops_) {
+    if (c.ufop != name || c.hold_until_ms <= now) continue;
+    if (!text.empty()) text += "; ";
+    char left[32];
+    std::snprintf(left, sizeof left, "%.1f", static_cast<double>(c.hold_until_ms - now) / 1000.0);
+    text += "version " + std::to_string(c.version) + " crash-looping (" +
+            std::to_string(c.crashes) + " crashes in a row): next instance in " + left + " s";
+  }
+  return text;
 }
 
 Result<void> Controller::reconcile_now() {

@@ -99,6 +99,9 @@ class Controller {
   std::vector<NodeInfo> nodes();
   // The last placement failure of a UFOP ("" when everything is placed).
   std::string unschedulable(const std::string& name);
+  // The UFOP's versions held by the crash-loop backoff ("" when none): "version 2 crash-looping
+  // (5 crashes in a row): next instance in 8 s".
+  std::string backoff(const std::string& name);
 
   // One reconcile pass now (the loop runs them too).
   Result<void> reconcile_now();
@@ -120,6 +123,9 @@ class Controller {
   Result<void> reconcile_locked(std::optional<ScaleResult>* report_for, const std::string& ufop);
   ClusterState build_state_locked(const std::map<std::string, api::UfopRecord>& ufops) const;
   static std::string unschedulable_text(const ReconcilePlan& plan, const std::string& ufop);
+  // Takes the pass's crash-loop state: logs each new backoff step, updates the metrics.
+  void take_crash_loops_locked(std::vector<CrashLoop> next, int64_t now);
+  void set_backoff_metric_locked(const CrashLoop& c, int64_t now);
   // Writes a changed UFOP record, then reconciles and reports what did not fit.
   Result<ScaleResult> set_desired_locked(api::UfopRecord ufop, bool refuse);
   api::AssignmentList assignments_locked(const std::string& node) const;
@@ -140,6 +146,10 @@ class Controller {
   std::map<std::string, api::InstanceRecord> instances_;  // by id
   std::map<std::string, Node> nodes_;
   std::map<std::string, std::string> unschedulable_;  // ufop -> reason
+  // Crash-loop backoff state (reconcile.h rule 2b): in memory only; a restart forgets it, which
+  // at worst places one replacement too early.
+  std::vector<CrashLoop> crash_loops_;
+  int64_t next_hold_ms_ = 0;  // the earliest hold to end (0: none): the loop runs a pass then
   std::vector<Poll> polls_;
   int64_t next_index_ = 0;
   uint64_t pass_ = 0;

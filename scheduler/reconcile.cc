@@ -1,6 +1,7 @@
 #include "scheduler/reconcile.h"
 
 #include <algorithm>
+#include <set>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -24,6 +25,11 @@ struct UfopTotals {
 };
 
 bool is_done(std::string_view state) { return state == "exited" || state == "failed"; }
+
+// Ended on its own: a stop the scheduler asked for or a node loss is not the program's fault.
+bool is_crash(const InstanceView& inst, bool node_down) {
+  return is_done(inst.state) && !inst.stop_requested && !node_down;
+}
 
 // Rule 1: node states for this pass.
 void update_nodes(const ClusterState& state, std::vector<NodeView>& nodes, ReconcilePlan& plan) {
@@ -56,6 +62,7 @@ class Pass {
       node_index_.emplace(nodes_[i].id, static_cast<int>(i));
     read_desired();
     classify_instances();
+    count_crashes();
     choose_stops();
     place_missing();
     std::sort(plan_.nodes_down.begin(), plan_.nodes_down.end());
@@ -94,6 +101,7 @@ class Pass {
       int idx = found == node_index_.end() ? -1 : found->second;
       bool node_down = idx < 0 || nodes_[idx].state == NodeState::kDown;
       if (is_done(inst.state) || node_down) {
+        if (is_crash(inst, node_down)) crashed_.insert({inst.ufop, inst.version});
         plan_.forget.push_back(inst.id);
         if (idx >= 0) release(nodes_[idx], inst.resources);
         continue;
@@ -103,6 +111,33 @@ class Pass {
       ++nodes_[idx].instances_per_ufop[inst.ufop];
       if (inst.state == "running") ++totals_[inst.ufop].running;
     }
+  }
+
+  // Rule 2b: the crash state after this pass, in plan_.crash_loops (ordered by key).
+  void count_crashes() {
+    for (const CrashLoop& c : state_.crash_loops) {
+      if (state_.now_ms - c.last_crash_ms >= kCrashResetMs) continue;  // quiet long enough
+      CrashLoop& kept = crash_[{c.ufop, c.version}] = c;
+      // A clock stepped back must not hold a version for longer than the cap.
+      kept.hold_until_ms = std::min(kept.hold_until_ms, state_.now_ms + kCrashBackoffMaxMs);
+    }
+    for (const VersionKey& key : crashed_) {
+      CrashLoop& c = crash_[key];
+      c.ufop = key.first;
+      c.version = key.second;
+      c.crashes = std::clamp(c.crashes, 0, 1'000'000) + 1;  // bad input must not overflow
+      c.last_crash_ms = state_.now_ms;
+      int64_t delay = crash_backoff_ms(c.crashes);
+      c.hold_until_ms = delay > 0 ? state_.now_ms + delay : 0;
+    }
+    for (const auto& [key, c] : crash_) plan_.crash_loops.push_back(c);
+  }
+
+  // The hold on placing instances of a version, or 0.
+  int64_t held_until(const VersionKey& key) const {
+    auto it = crash_.find(key);
+    if (it == crash_.end() || it->second.hold_until_ms <= state_.now_ms) return 0;
+    return it->second.hold_until_ms;
   }
 
   static void release(NodeView& node, const Resources& resources) {
@@ -212,6 +247,11 @@ class Pass {
       const DesiredVersion& d = *group.desired;
       int missing = d.count - static_cast<int>(group.live.size());
       if (missing <= 0) continue;
+      if (int64_t until = held_until(key); until > 0) {
+        plan_.held_back.push_back(
+            HeldBack{d.ufop, d.version, missing, until, crash_.at(key).crashes});
+        continue;
+      }
       PlacementRequest request{d.ufop,  d.version,         d.per_instance,
                                missing, d.required_labels, d.max_per_node};
       PlacementPlan placed = placer.place(request);
@@ -231,10 +271,20 @@ class Pass {
   std::unordered_map<std::string, int> node_index_;
   std::map<VersionKey, Group> groups_;
   std::unordered_map<std::string, UfopTotals> totals_;
+  std::set<VersionKey> crashed_;           // versions with a crash in this pass
+  std::map<VersionKey, CrashLoop> crash_;  // crash state after this pass
   ReconcilePlan plan_;
 };
 
 }  // namespace
+
+int64_t crash_backoff_ms(int crashes) {
+  if (crashes <= 1) return 0;
+  int shift = crashes - 2;
+  // 2^20 s is far past the cap: checked before shifting so that no count overflows.
+  if (shift >= 20) return kCrashBackoffMaxMs;
+  return std::min(kCrashBackoffBaseMs << shift, kCrashBackoffMaxMs);
+}
 
 ReconcilePlan reconcile(const ClusterState& state, uint64_t seed) {
   return Pass(state, seed).run();

@@ -288,6 +288,7 @@ http::Response Service::ufop_request(const http::Request& req, const api::UserRe
   if (what.empty() && m == "GET") {
     auto v = api::to_json(*ufop);
     v.as_object()["unschedulable"] = controller_.unschedulable(name);
+    v.as_object()["backoff"] = controller_.backoff(name);
     return json_response(v);
   }
   if (what == "use" && m == "POST") {

@@ -584,6 +584,86 @@ TEST_P(SchedulerE2E, RequestsAreSignedAndUfopsBelongToTheirOwners) {
   scheduler_.reset();
 }
 
+// A node whose instances all crash at start: each newly assigned instance is reported exited
+// (exit code 1) once, then forgotten. Records when it first saw each instance.
+class CrashingNode {
+ public:
+  CrashingNode(std::string id, uint16_t scheduler_port)
+      : id_(std::move(id)), port_(scheduler_port) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~CrashingNode() {
+    alive_ = false;
+    thread_.join();
+  }
+  std::vector<std::chrono::steady_clock::time_point> seen() {
+    std::lock_guard lock(mu_);
+    return seen_;
+  }
+
+ private:
+  void run() {
+    http::Client client("127.0.0.1", port_, {500ms, 5000ms});
+    std::set<std::string> known;
+    std::vector<api::InstanceStatus> to_report;
+    while (alive_) {
+      api::NodeStatus status;
+      status.id = id_;
+      status.address = "127.0.0.1";
+      status.capacity = status.free = {4000, 4LL << 30, 1LL << 30, 100};
+      status.instances = to_report;
+      auto sent = client.send(request("POST", "/v1/nodes/" + id_ + "/heartbeat",
+                                      json::serialize(api::to_json(status)), true));
+      if (sent && sent->status == 200) to_report.clear();  // else: report them again
+      auto r = client.send(request("GET", "/v1/nodes/" + id_ + "/assignments", "", true));
+      auto list = r && r->status == 200
+                      ? api::parse_record(r->body, api::assignment_list_from_json)
+                      : Result<api::AssignmentList>(Error{"http", "no assignments", 0});
+      for (const auto& a : list ? list->instances : std::vector<api::Assignment>{}) {
+        if (!known.insert(a.id).second) continue;
+        std::lock_guard lock(mu_);
+        seen_.push_back(std::chrono::steady_clock::now());
+        api::InstanceStatus crashed;
+        crashed.id = a.id;
+        crashed.state = api::InstanceState::kExited;
+        crashed.exit_code = 1;
+        to_report.push_back(crashed);
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+
+  std::string id_;
+  uint16_t port_;
+  std::atomic<bool> alive_{true};
+  std::mutex mu_;
+  std::vector<std::chrono::steady_clock::time_point> seen_;
+  std::thread thread_;
+};
+
+// Crash-loop backoff: the first crash is replaced at once, the next ones after 1 s, 2 s, ...;
+// the hold shows in /metrics.
+TEST_P(SchedulerE2E, CrashingInstancesAreReplacedWithABackoff) {
+  CrashingNode node("n1", port_);
+  register_ufop("ufop-demo");
+  call_json("POST", "/v1/ufops/ufop-demo/resize", R"({"count":1})");
+  ASSERT_TRUE(eventually([&] { return node.seen().size() >= 4; }, 15s));
+  auto seen = node.seen();
+  // Lower bounds only: a replacement is placed no earlier than its hold ends.
+  EXPECT_GE(seen[2] - seen[1], 1000ms);
+  EXPECT_GE(seen[3] - seen[2], 2000ms);
+  http::Client client("127.0.0.1", port_, {500ms, 5000ms});
+  auto metrics = client.get("/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_NE(metrics->body.find(R"(qufop_scheduler_backoff_seconds{ufop="ufop-demo",version="1"})"),
+            std::string::npos)
+      << metrics->body;
+  EXPECT_NE(metrics->body.find(R"(qufop_scheduler_crash_steps_total{ufop="ufop-demo"})"),
+            std::string::npos);
+  // Still one desired: the UFOP is below its count, not resized.
+  EXPECT_EQ(call_json("GET", "/v1/ufops/ufop-demo").at("desired").at("1").as_int64(), 1);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, SchedulerE2E, ::testing::Values("keeper", "etcd"),
                          [](const auto& info) { return info.param; });
 

@@ -330,5 +330,205 @@ TEST(SchedulerReconcile, DeterministicForInputAndSeed) {
   for (size_t i = 0; i < a.create.size(); ++i) EXPECT_EQ(a.create[i].node, c.create[i].node);
 }
 
+// ---- crash-loop backoff (rule 2b): time is driven by hand, the state carried as the daemon does
+
+// The clock moves to `t`; the nodes are heard from at `t` (they stay up).
+void at(ClusterState& s, int64_t t) {
+  s.now_ms = t;
+  for (NodeView& n : s.nodes) n.last_seen_ms = t;
+}
+
+// One pass with the daemon's side applied, the crash state carried into the next one.
+ReconcilePlan pass(ClusterState& s, int& next_id) {
+  ReconcilePlan p = reconcile(s, 1);
+  apply(s, p, next_id);
+  s.crash_loops = p.crash_loops;
+  return p;
+}
+
+// Every live instance of web ends on its own.
+void crash_all(ClusterState& s, const char* how = "failed") {
+  for (auto& i : s.instances) {
+    if (!i.stop_requested) i.state = how;
+  }
+}
+
+ClusterState one_web_instance() {
+  ClusterState s;
+  s.now_ms = kNow;
+  s.nodes = {node("a")};
+  s.instances = {inst("i1", "web", 1, "a")};
+  s.desired = {want("web", 1, 1)};
+  return s;
+}
+
+TEST(SchedulerReconcile, CrashLoopFirstCrashIsReplacedAtOnce) {
+  ClusterState s = one_web_instance();
+  s.instances[0].state = "exited";
+  ReconcilePlan p = reconcile(s, 1);
+  EXPECT_EQ(p.forget, std::vector<std::string>{"i1"});
+  EXPECT_EQ(p.create.size(), 1u);
+  EXPECT_TRUE(p.held_back.empty());
+  ASSERT_EQ(p.crash_loops.size(), 1u);
+  EXPECT_EQ(p.crash_loops[0].ufop, "web");
+  EXPECT_EQ(p.crash_loops[0].version, 1);
+  EXPECT_EQ(p.crash_loops[0].crashes, 1);
+  EXPECT_EQ(p.crash_loops[0].last_crash_ms, kNow);
+  EXPECT_EQ(p.crash_loops[0].hold_until_ms, 0);
+}
+
+TEST(SchedulerReconcile, CrashLoopRepeatedCrashesAreDelayedOneTwoFourSeconds) {
+  ClusterState s = one_web_instance();
+  int next_id = 0;
+  int64_t t = kNow;
+  for (int64_t delay : {0, 1000, 2000, 4000, 8000, 16000}) {
+    crash_all(s);
+    at(s, t);
+    ReconcilePlan p = pass(s, next_id);
+    if (delay == 0) {
+      EXPECT_EQ(p.create.size(), 1u) << "the first crash is replaced at once";
+    } else {
+      EXPECT_TRUE(p.create.empty()) << "delay " << delay;
+      ASSERT_EQ(p.held_back.size(), 1u);
+      EXPECT_EQ(p.held_back[0].ufop, "web");
+      EXPECT_EQ(p.held_back[0].missing, 1);
+      EXPECT_EQ(p.held_back[0].until_ms, t + delay);
+      // Still held a millisecond before, and the hold is not a new step.
+      at(s, t + delay - 1);
+      p = pass(s, next_id);
+      EXPECT_TRUE(p.create.empty());
+      ASSERT_EQ(p.held_back.size(), 1u);
+      EXPECT_EQ(p.held_back[0].until_ms, t + delay);
+      // Placed once the delay is over.
+      at(s, t + delay);
+      p = pass(s, next_id);
+      EXPECT_EQ(p.create.size(), 1u) << "delay " << delay;
+      EXPECT_TRUE(p.held_back.empty());
+    }
+    t += delay + 500;  // the replacement crashes half a second after it was placed
+  }
+  EXPECT_EQ(s.crash_loops.at(0).crashes, 6);
+}
+
+TEST(SchedulerReconcile, CrashLoopDelayIsCappedAtFiveMinutes) {
+  EXPECT_EQ(crash_backoff_ms(0), 0);
+  EXPECT_EQ(crash_backoff_ms(1), 0);
+  EXPECT_EQ(crash_backoff_ms(2), 1'000);
+  EXPECT_EQ(crash_backoff_ms(10), 256'000);
+  EXPECT_EQ(crash_backoff_ms(11), 300'000);
+  EXPECT_EQ(crash_backoff_ms(1'000'000), 300'000);
+  ClusterState s = one_web_instance();
+  s.instances[0].state = "failed";
+  s.crash_loops = {CrashLoop{"web", 1, 30, kNow - 300'000, kNow}};
+  ReconcilePlan p = reconcile(s, 1);
+  ASSERT_EQ(p.held_back.size(), 1u);
+  EXPECT_EQ(p.held_back[0].until_ms, kNow + 300'000);
+  EXPECT_EQ(p.held_back[0].crashes, 31);
+  // A hold far in the future (the clock stepped back) waits no longer than the cap.
+  s.instances.clear();
+  s.crash_loops = {CrashLoop{"web", 1, 30, kNow, kNow + 3'600'000}};
+  EXPECT_EQ(reconcile(s, 1).held_back.at(0).until_ms, kNow + 300'000);
+}
+
+TEST(SchedulerReconcile, CrashLoopCountResetsAfterTenQuietMinutes) {
+  ClusterState s = one_web_instance();
+  s.instances[0].state = "failed";
+  // Ten minutes less a millisecond since the last crash: the count goes on.
+  s.crash_loops = {CrashLoop{"web", 1, 5, kNow - kCrashResetMs + 1, 0}};
+  ReconcilePlan p = reconcile(s, 1);
+  EXPECT_TRUE(p.create.empty());
+  EXPECT_EQ(p.crash_loops.at(0).crashes, 6);
+  // Ten quiet minutes: this crash is a first one again and is replaced at once.
+  s.crash_loops = {CrashLoop{"web", 1, 5, kNow - kCrashResetMs, 0}};
+  p = reconcile(s, 1);
+  EXPECT_EQ(p.create.size(), 1u);
+  EXPECT_TRUE(p.held_back.empty());
+  EXPECT_EQ(p.crash_loops.at(0).crashes, 1);
+  // With no crash at all, the state is dropped.
+  s.instances[0].state = "running";
+  EXPECT_TRUE(reconcile(s, 1).crash_loops.empty());
+}
+
+TEST(SchedulerReconcile, CrashLoopNodeDownLossesDoNotCount) {
+  ClusterState s = three_nodes();
+  s.nodes[0].last_seen_ms = kNow - 10001;  // a goes down in this pass
+  s.instances = {inst("i1", "web", 1, "a"), inst("i2", "web", 1, "a", "failed"),
+                 inst("i3", "web", 1, "b"), inst("i4", "web", 1, "gone", "exited")};
+  s.desired = {want("web", 1, 4)};
+  s.crash_loops = {CrashLoop{"web", 1, 3, kNow - 60'000, kNow - 56'000}};  // hold is over
+  fill_allocated(s);
+  ReconcilePlan p = reconcile(s, 1);
+  EXPECT_EQ(p.forget, (std::vector<std::string>{"i1", "i2", "i4"}));
+  EXPECT_EQ(p.create.size(), 3u);
+  EXPECT_TRUE(p.held_back.empty());
+  ASSERT_EQ(p.crash_loops.size(), 1u);
+  EXPECT_EQ(p.crash_loops[0].crashes, 3);  // unchanged: no new step
+  EXPECT_EQ(p.crash_loops[0].last_crash_ms, kNow - 60'000);
+}
+
+TEST(SchedulerReconcile, CrashLoopStopsForScaleDownAndUpgradeDoNotCount) {
+  ClusterState s = three_nodes();
+  int next_id = 0;
+  s.instances = {inst("i1", "web", 1, "a"), inst("i2", "web", 1, "b"), inst("i3", "web", 1, "c")};
+  s.desired = {want("web", 1, 1)};  // resize down to 1
+  ReconcilePlan p = pass(s, next_id);
+  ASSERT_EQ(p.stop.size(), 2u);
+  for (auto& i : s.instances) {
+    if (i.stop_requested) i.state = "exited";  // the node reports the stopped ones ended
+  }
+  // Upgrade to v2: the v2 instance runs, the v1 one is stopped and ends.
+  s.desired = {want("web", 2, 1)};
+  p = pass(s, next_id);
+  EXPECT_EQ(p.forget.size(), 2u);
+  EXPECT_TRUE(p.crash_loops.empty());
+  ASSERT_EQ(p.create.size(), 1u);
+  for (auto& i : s.instances) i.state = "running";
+  p = pass(s, next_id);
+  ASSERT_EQ(p.stop.size(), 1u);
+  for (auto& i : s.instances) {
+    if (i.stop_requested) i.state = "exited";
+  }
+  p = pass(s, next_id);
+  EXPECT_EQ(p.forget.size(), 1u);
+  EXPECT_TRUE(p.crash_loops.empty());
+  EXPECT_TRUE(p.held_back.empty());
+}
+
+TEST(SchedulerReconcile, CrashLoopHoldsOnlyItsVersionAndStillCountsTowardTheTotal) {
+  // Gray upgrade to a v2 that crash-loops: v2 is held, v1 keeps its instances (never below the
+  // count), a crashed v1 is replaced at once, and a resize down still stops at once.
+  ClusterState s = three_nodes();
+  s.instances = {inst("v1a", "web", 1, "a"), inst("v1b", "web", 1, "b"),
+                 inst("v1c", "web", 1, "c", "exited"), inst("v2a", "web", 2, "a", "failed")};
+  s.instances[2].stop_requested = true;  // the upgrade stopped it before v2 began crashing
+  s.desired = {want("web", 1, 2), want("web", 2, 1)};
+  s.crash_loops = {CrashLoop{"web", 2, 4, kNow - 3000, 0}};
+  ReconcilePlan p = reconcile(s, 1);
+  ASSERT_EQ(p.held_back.size(), 1u);
+  EXPECT_EQ(p.held_back[0].version, 2);
+  EXPECT_EQ(p.held_back[0].until_ms, kNow + 8000);
+  EXPECT_TRUE(p.create.empty());  // v1 has its 2 live
+  EXPECT_TRUE(p.stop.empty());
+  ASSERT_EQ(p.crash_loops.size(), 1u);
+  EXPECT_EQ(p.crash_loops[0].crashes, 5);
+
+  // v1 loses one more: replaced at once although v2 is held.
+  s.instances = {inst("v1a", "web", 1, "a"), inst("v1b", "web", 1, "b", "failed")};
+  s.crash_loops = p.crash_loops;
+  s.desired = {want("web", 1, 2), want("web", 2, 1)};
+  at(s, kNow + 1000);
+  p = reconcile(s, 1);
+  ASSERT_EQ(p.create.size(), 1u);
+  EXPECT_EQ(p.create[0].version, 1);
+  EXPECT_EQ(p.held_back.size(), 1u);
+
+  // Resize down while held: the extra running v1 stops at once.
+  s.instances = {inst("v1a", "web", 1, "a"), inst("v1b", "web", 1, "b")};
+  s.desired = {want("web", 1, 1), want("web", 2, 0)};
+  p = reconcile(s, 1);
+  EXPECT_EQ(p.stop.size(), 1u);
+  EXPECT_TRUE(p.held_back.empty());  // v2 misses nothing
+}
+
 }  // namespace
 }  // namespace qufop::scheduler
