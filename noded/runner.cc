@@ -99,7 +99,8 @@ std::vector<FlagSpec> run_flags() {
       {"stop-wait", "DURATION", "on SIGTERM/SIGINT: time for the command to exit before SIGKILL",
        "10s", false},
       {"state-dir", "DIR", "where the sandbox's run dir is made", "/run/qufop", false},
-      {"log-dir", "DIR", "keep output.log here (default: a temporary dir, removed)", "", false},
+      {"log-dir", "DIR", "also write the output to a rotated output.log here (default: none)", "",
+       false},
       {"log-max", "SIZE", "rotate output.log at this size", "10m", false},
       {"log-keep", "N", "log files kept, output.log included", "3", false},
       {"seccomp-cache", "DIR", "cache of the compiled seccomp profile", "/var/cache/qufop", false},
@@ -175,9 +176,7 @@ Result<SandboxSpec> spec_from_flags(const Flags& flags, int pid) {
   auto keep = flags.get_int("log-keep", 1, 100);
   if (!keep) return keep.error();
   spec.log_keep = static_cast<int>(*keep);
-  spec.log_dir = flags.get("log-dir").empty()
-                     ? flags.get("state-dir") + "/log-" + std::to_string(pid)
-                     : flags.get("log-dir");
+  spec.log_dir = flags.get("log-dir");
   spec.cgroup_parent = flags.get("cgroup-parent");
   if (auto r = cgroup_internal::validate_parent(spec.cgroup_parent); !r.ok()) {
     return r.error().wrap("--cgroup-parent");
@@ -354,29 +353,25 @@ int run_main(int argc, char** argv) {
   if (auto r = mkdir_p(flags.get("state-dir")); !r.ok()) {
     return fail(kExitRuntime, r.error().message);
   }
-  bool own_log_dir = flags.get("log-dir").empty();
-  auto remove_own_log = [&] {
-    if (own_log_dir) (void)remove_tree(spec->log_dir);
-  };
-  auto log = RotatingLog::open(spec->log_dir, spec->log_max_bytes, spec->log_keep);
-  if (!log) return fail(kExitRuntime, log.error().message);
-  // The sandbox's stdout and stderr, each copied to the log and to ours.
+  // The sandbox's stdout and stderr, each copied to ours and, with --log-dir, to a rotated log.
+  std::unique_ptr<RotatingLog> log;
+  if (!spec->log_dir.empty()) {
+    auto opened = RotatingLog::open(spec->log_dir, spec->log_max_bytes, spec->log_keep);
+    if (!opened) return fail(kExitRuntime, opened.error().message);
+    log = std::move(*opened);
+  }
   int out[2], err[2];
   if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
-    remove_own_log();
     return fail(kExitRuntime, Error::sys("pipe2", errno).message);
   }
-  OutputPump pump(std::move(*log), {{out[0], STDOUT_FILENO}, {err[0], STDERR_FILENO}});
+  OutputPump pump(std::move(log), {{out[0], STDOUT_FILENO}, {err[0], STDERR_FILENO}});
   options.stdout_fd = out[1];
   options.stderr_fd = err[1];
 
   std::unique_ptr<BridgeAttachment> bridge;
   if (spec->net == NetMode::kNamespace) {
     auto b = BridgeAttachment::open(flags, spec->id);
-    if (!b) {
-      remove_own_log();
-      return fail(kExitRuntime, b.error().message);
-    }
+    if (!b) return fail(kExitRuntime, b.error().message);
     bridge = std::move(*b);
     spec->net_namespace_path = bridge->netns_path();
   }
@@ -384,15 +379,11 @@ int run_main(int argc, char** argv) {
   // Only the sandbox writes to the pipes now: EOF comes when its last process is gone.
   ::close(out[1]);
   ::close(err[1]);
-  if (!sandbox) {
-    remove_own_log();
-    return fail(kExitRuntime, sandbox.error().message);
-  }
+  if (!sandbox) return fail(kExitRuntime, sandbox.error().message);
   auto status = supervise(**sandbox, sigfd, pump);
   auto released = (*sandbox)->release();
   // Every process of the sandbox is gone: the rest of its output, up to EOF.
   (void)pump.drain();
-  remove_own_log();
   if (!released.ok()) {
     std::cerr << kProgram << ": releasing the sandbox: " << released.error().message << "\n";
   }

@@ -28,6 +28,7 @@ namespace qufop::noded::sbtest {
 // From test_noded_sandbox.cc.
 const std::string& busybox_rootfs(std::string* why);
 std::string binary(const std::string& rel);
+std::string read_file(const std::string& path);
 std::vector<std::string> leftovers(const std::string& dir,
                                    const std::function<bool(const std::string&)>& ours);
 
@@ -200,6 +201,24 @@ TEST_F(Runner, ExitsWithTheCommandsCodeOr128PlusItsSignal) {
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(r.out, "to-out\n");
   EXPECT_EQ(r.err, "to-err\n");
+}
+
+TEST_F(Runner, LogDirKeepsTheOutputTooAndWithoutItNothingIsWritten) {
+  std::string logs = dir_ + "/logs";
+  auto r = sh({"--log-dir", logs}, "echo to-out; echo to-err >&2");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "to-out\n");
+  EXPECT_EQ(r.err, "to-err\n");
+  std::string kept = read_file(logs + "/output.log");
+  EXPECT_NE(kept.find("to-out\n"), std::string::npos) << kept;
+  EXPECT_NE(kept.find("to-err\n"), std::string::npos) << kept;
+  // Without --log-dir the output only passes through: nothing lands in the state dir.
+  auto plain = sh({}, "echo passing");
+  EXPECT_EQ(plain.out, "passing\n");
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir_ + "/run", ec)) {
+    ADD_FAILURE() << "left in the state dir: " << e.path();
+  }
 }
 
 TEST_F(Runner, AppliesUserEnvWorkdirHostnameAndNetwork) {

@@ -859,7 +859,7 @@ TEST(RunnerFlags, MakeTheSpec) {
   EXPECT_EQ(s->net, NetMode::kHost);
   EXPECT_EQ(s->stop_wait, milliseconds(3000));
   EXPECT_EQ(s->run_dir, "/run/q/run-42");
-  EXPECT_EQ(s->log_dir, "/run/q/log-42");
+  EXPECT_EQ(s->log_dir, "");        // no output.log unless --log-dir
   EXPECT_EQ(s->cgroup_parent, "");  // right under each hierarchy's root, as crun does
   EXPECT_EQ(s->argv, (std::vector<std::string>{"echo", "--not-a-flag"}));
   auto d = runner_spec({"--rootfs", "/", "--cgroup-parent", "qufop/one-shot", "--", "true"});
