@@ -353,18 +353,21 @@ int run_main(int argc, char** argv) {
   if (auto r = mkdir_p(flags.get("state-dir")); !r.ok()) {
     return fail(kExitRuntime, r.error().message);
   }
-  // The sandbox's stdout and stderr, each copied to ours and, with --log-dir, to a rotated log.
+  // The sandbox's stdout and stderr are ours; with --log-dir, pipes that the pump copies to
+  // ours and to a rotated log.
   std::unique_ptr<RotatingLog> log;
+  int out[2] = {-1, STDOUT_FILENO}, err[2] = {-1, STDERR_FILENO};
   if (!spec->log_dir.empty()) {
     auto opened = RotatingLog::open(spec->log_dir, spec->log_max_bytes, spec->log_keep);
     if (!opened) return fail(kExitRuntime, opened.error().message);
     log = std::move(*opened);
+    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+      return fail(kExitRuntime, Error::sys("pipe2", errno).message);
+    }
   }
-  int out[2], err[2];
-  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
-    return fail(kExitRuntime, Error::sys("pipe2", errno).message);
-  }
-  OutputPump pump(std::move(log), {{out[0], STDOUT_FILENO}, {err[0], STDERR_FILENO}});
+  std::vector<OutputPump::Source> sources;
+  if (log) sources = {{out[0], STDOUT_FILENO}, {err[0], STDERR_FILENO}};
+  OutputPump pump(std::move(log), std::move(sources));
   options.stdout_fd = out[1];
   options.stderr_fd = err[1];
 
@@ -376,9 +379,11 @@ int run_main(int argc, char** argv) {
     spec->net_namespace_path = bridge->netns_path();
   }
   auto sandbox = Sandbox::start(*spec, options);
-  // Only the sandbox writes to the pipes now: EOF comes when its last process is gone.
-  ::close(out[1]);
-  ::close(err[1]);
+  if (out[0] >= 0) {
+    // Only the sandbox writes to the pipes now: EOF comes when its last process is gone.
+    ::close(out[1]);
+    ::close(err[1]);
+  }
   if (!sandbox) return fail(kExitRuntime, sandbox.error().message);
   auto status = supervise(**sandbox, sigfd, pump);
   auto released = (*sandbox)->release();
