@@ -53,6 +53,8 @@ using Acceptor = net::basic_socket_acceptor<tcp, Exec>;
 using Resolver = net::ip::basic_resolver<tcp, Exec>;
 constexpr auto kTuple = net::as_tuple(net::use_awaitable_t<Exec>{});
 constexpr size_t kRelayBytes = 16u << 10;
+// Request bodies up to this size are read whole before forwarding (see route()).
+constexpr size_t kInMemoryBodyBytes = 64u << 10;
 constexpr size_t kPoolPerAddress = 256;
 constexpr int64_t kPoolIdleMs = 30'000;
 constexpr int64_t kPeekAfterMs = 1'000;
@@ -644,7 +646,7 @@ Task<Outcome> Session::route(RequestParser& p, const Snapshot& snap, const Route
 
   // The caller's key (a signed JSON or form body is read whole: it is part of the signature).
   const User* caller = nullptr;
-  std::optional<std::string> signed_body;
+  std::optional<std::string> whole_body;
   auto authorization = req[bhttp::field::authorization];
   if (!authorization.empty()) {
     std::string content_type(req[bhttp::field::content_type]);
@@ -656,16 +658,25 @@ Task<Outcome> Session::route(RequestParser& p, const Snapshot& snap, const Route
                                     std::to_string(o.max_signed_body_bytes) + " bytes");
       }
       if (!body) co_return Outcome{400, false};
-      signed_body = std::move(*body);
+      whole_body = std::move(*body);
     }
     auth::SignableRequest sr{
-        std::string(req.method_string()),          std::string(path), std::string(query),
-        std::string(req[bhttp::field::host]),      content_type,      {},
-        signed_body ? *signed_body : std::string()};
+        std::string(req.method_string()),        std::string(path), std::string(query),
+        std::string(req[bhttp::field::host]),    content_type,      {},
+        whole_body ? *whole_body : std::string()};
     for (const auto& f : req) sr.headers.emplace_back(f.name_string(), f.value());
     auto who = verify_caller(snap, authorization, sr);
     if (!who) co_return co_await fail(401, "unauthorized", who.error().message);
     caller = *who;
+  }
+  // A small body is read whole too, before an instance is taken: kept in memory it can be sent
+  // again when the pooled connection turns out to have been closed by the instance as we wrote
+  // (streamed, it would be half consumed by then and the caller would get a 502).
+  if (!whole_body && !p.is_done() && p.content_length() &&
+      *p.content_length() <= kInMemoryBodyBytes) {
+    auto body = co_await read_whole_body(p, kInMemoryBodyBytes);
+    if (!body) co_return Outcome{400, false};
+    whole_body = std::move(*body);
   }
   Admission a = co_await admit(snap, r, caller);
   if (a.status == kClientClosed) co_return Outcome{kClientClosed, false};  // no one to answer
@@ -682,9 +693,7 @@ Task<Outcome> Session::route(RequestParser& p, const Snapshot& snap, const Route
   req.method(bhttp::verb::post);
   req.target(target);
 
-  auto once = [&](Instance& inst) {
-    return forward(p, inst, signed_body ? &*signed_body : nullptr);
-  };
+  auto once = [&](Instance& inst) { return forward(p, inst, whole_body ? &*whole_body : nullptr); };
   std::string unreachable;
   Forwarded f = co_await deliver(r, std::move(a.inst), once, unreachable);
   if (auto e = delivery_error(f, r, unreachable))
