@@ -209,14 +209,14 @@ class Extractor {
   // The parent directory of `parts`, walked one component at a time without following a
   // symlink; missing directories are created when `create`. The last parent is cached, as
   // archives list a directory's entries together.
-  Result<UniqueFd> open_parent(const std::vector<std::string>& parts, bool create) {
+  Result<Fd> open_parent(const std::vector<std::string>& parts, bool create) {
     std::string parent_path = join(parts, parts.size() - 1);
     if (cache_fd_.valid() && parent_path == cache_path_) {
-      UniqueFd dup(::fcntl(cache_fd_.get(), F_DUPFD_CLOEXEC, 0));
+      Fd dup(::fcntl(cache_fd_.get(), F_DUPFD_CLOEXEC, 0));
       if (!dup.valid()) return sys("dup", errno);
       return dup;
     }
-    UniqueFd cur(::fcntl(root_, F_DUPFD_CLOEXEC, 0));
+    Fd cur(::fcntl(root_, F_DUPFD_CLOEXEC, 0));
     if (!cur.valid()) return sys("dup", errno);
     for (size_t i = 0; i + 1 < parts.size(); ++i) {
       const char* c = parts[i].c_str();
@@ -296,8 +296,7 @@ class Extractor {
     declared_ += static_cast<uint64_t>(size);
     QF_TRY(clear_slot(pfd, parts, false));
     const std::string& name = parts.back();
-    UniqueFd fd(
-        ::openat(pfd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    Fd fd(::openat(pfd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd.valid()) return sys("open", errno);
     created_.insert(join(parts));
     for (;;) {
@@ -424,7 +423,7 @@ class Extractor {
     if (name == ".wh..wh..opq") {
       if (o_.whiteouts == Whiteouts::kOverlay) {
         // fsetxattr needs a real fd: reopen the parent (not followed: it was walked above).
-        UniqueFd dfd(::openat(parent->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        Fd dfd(::openat(parent->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
         if (!dfd.valid()) return sys("open", errno);
         if (::fsetxattr(dfd.get(), "trusted.overlay.opaque", "y", 1, 0) != 0) {
           return sys("setxattr(trusted.overlay.opaque)", errno);
@@ -432,7 +431,7 @@ class Extractor {
         return ok();
       }
       // kApply: hide everything below `dir` that this archive did not create.
-      UniqueFd dfd(::openat(parent->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      Fd dfd(::openat(parent->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
       if (!dfd.valid()) return sys("open", errno);
       DIR* d = ::fdopendir(::fcntl(dfd.get(), F_DUPFD_CLOEXEC, 0));
       if (d == nullptr) return sys("fdopendir", errno);
@@ -535,8 +534,8 @@ class Extractor {
       if (!parts) return parts.error();
       auto parent = open_parent(*parts, false);
       if (!parent) return parent.error();
-      UniqueFd fd(::openat(parent->get(), parts->back().c_str(),
-                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      Fd fd(::openat(parent->get(), parts->back().c_str(),
+                     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       if (!fd.valid()) {
         if (errno == ENOENT) continue;  // removed by a later whiteout
         return sys("open", errno);
@@ -567,7 +566,7 @@ class Extractor {
   std::unordered_set<std::string> created_;
   std::map<std::string, DirMeta> dir_modes_;  // sorted: parents before children
   std::vector<std::string> symlinks_;         // every symlink created, for the final pass
-  UniqueFd cache_fd_;                         // the last parent directory opened, and its path
+  Fd cache_fd_;                               // the last parent directory opened, and its path
   std::string cache_path_;
 };
 
@@ -605,7 +604,7 @@ Result<ExtractStats> extract_archive(int fd, const std::filesystem::path& dest,
     }
     return err;
   };
-  UniqueFd root(::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  Fd root(::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!root.valid()) return cleanup(Error::sys("open(" + d + ")", errno));
   Extractor x(root.get(), options);
   auto r = x.run(fd);
@@ -621,7 +620,7 @@ Result<ExtractStats> extract_archive(int fd, const std::filesystem::path& dest,
 Result<ExtractStats> extract_upload(const std::filesystem::path& archive,
                                     const std::filesystem::path& dest,
                                     const ExtractLimits& limits) {
-  UniqueFd fd(::open(archive.c_str(), O_RDONLY | O_CLOEXEC));
+  Fd fd(::open(archive.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return Error::sys("open(" + archive.string() + ")", errno);
   ExtractOptions o;
   o.limits = limits;

@@ -9,23 +9,6 @@
 
 namespace qufop::builder {
 
-void UniqueFd::reset(int fd) {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = fd;
-}
-
-Result<void> write_all(int fd, std::string_view data, std::string_view what) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Error::sys("write(" + std::string(what) + ")", errno);
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return ok();
-}
-
 Result<void> pwrite_all(int fd, std::string_view data, off_t offset, std::string_view what) {
   while (!data.empty()) {
     ssize_t n = ::pwrite(fd, data.data(), data.size(), offset);
@@ -56,13 +39,6 @@ Result<std::string> read_small_file(int fd, size_t max_bytes, std::string_view w
     }
   }
   return out;
-}
-
-Result<void> fsync_dir(const std::string& dir) {
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd.valid()) return Error::sys("open(" + dir + ")", errno);
-  if (::fsync(fd.get()) != 0) return Error::sys("fsync(" + dir + ")", errno);
-  return ok();
 }
 
 Result<TempDir> TempDir::make(std::string_view prefix) {

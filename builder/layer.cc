@@ -112,7 +112,7 @@ Result<void> scan_dir(int dfd, const std::string& prefix, bool xattrs, int depth
     if (e.type == EntryType::kDir) {
       int child = ::openat(dfd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (child < 0) return Error::sys("open(" + path + ")", errno);
-      UniqueFd guard(child);
+      Fd guard(child);
       if (xattrs) e.opaque = read_opaque(child);
       out.push_back(std::move(e));
       QF_TRY(scan_dir(child, path, xattrs, depth + 1, out));
@@ -249,7 +249,7 @@ Result<void> write_entry(struct archive* a, int root_fd, const TarEntry& t, int6
     return fail("writing the header");
   if (t.type != EntryType::kFile || t.size == 0) return ok();
 
-  UniqueFd fd(::openat(root_fd, t.source.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  Fd fd(::openat(root_fd, t.source.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd.valid()) return Error::sys("open(" + t.source + ")", errno);
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return Error::sys("stat(" + t.source + ")", errno);
@@ -286,7 +286,7 @@ std::string child_of(const std::string& dir, std::string_view name) {
 }  // namespace
 
 Result<std::vector<FsEntry>> scan_tree(const std::filesystem::path& root, bool overlay_xattrs) {
-  UniqueFd fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  Fd fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd.valid()) return Error::sys("open(" + root.string() + ")", errno);
   std::vector<FsEntry> out;
   auto r = scan_dir(fd.get(), "", overlay_xattrs, 0, out);
@@ -377,7 +377,7 @@ Result<std::vector<TarEntry>> plan_layer(std::vector<FsEntry> entries,
 
 Result<Layer> write_layer(const OciStore& store, const std::filesystem::path& root,
                           const std::vector<TarEntry>& entries, const LayerOptions& options) {
-  UniqueFd root_fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  Fd root_fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!root_fd.valid()) return Error::sys("open(" + root.string() + ")", errno);
   auto blob = store.begin_blob();
   if (!blob) return blob.error();
@@ -421,7 +421,7 @@ Result<BlobRef> import_rootfs_tarball(const OciStore& store, std::string_view re
   if (ref->scratch || !ref->digest.empty()) {
     return Error::invalid("import: name the image NAME[:TAG], not '" + std::string(ref_text) + "'");
   }
-  UniqueFd in(::open(tarball.c_str(), O_RDONLY | O_CLOEXEC));
+  Fd in(::open(tarball.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in.valid()) return Error::sys("open(" + tarball.string() + ")", errno);
   ArchivePtr r(archive_read_new(), archive_read_free);
   archive_read_support_format_tar(r.get());

@@ -300,7 +300,7 @@ Result<ImageConfig> parse_config(std::string_view text) {
 
 // ---- blobs ---------------------------------------------------------------------------------
 
-BlobWriter::BlobWriter(std::string blobs_dir, std::string tmp_path, UniqueFd fd)
+BlobWriter::BlobWriter(std::string blobs_dir, std::string tmp_path, Fd fd)
     : blobs_dir_(std::move(blobs_dir)),
       tmp_path_(std::move(tmp_path)),
       fd_(std::move(fd)),
@@ -358,7 +358,7 @@ constexpr std::string_view kLayoutFile = R"({"imageLayoutVersion":"1.0.0"})";
 Result<void> write_file_atomically(const fs::path& dir_tmp, const fs::path& target,
                                    std::string_view data) {
   std::string templ = (dir_tmp / (target.filename().string() + ".XXXXXX")).string();
-  UniqueFd fd(::mkstemp(templ.data()));
+  Fd fd(::mkstemp(templ.data()));
   if (!fd.valid()) return Error::sys("mkstemp(" + templ + ")", errno);
   auto fail = [&](Error e) {
     ::unlink(templ.c_str());
@@ -414,7 +414,7 @@ Result<OciStore> OciStore::open(const fs::path& root) {
   QF_TRY(make_dir(root / ".tmp"));
   OciStore store(root);
   fs::path layout = root / "oci-layout";
-  UniqueFd fd(::open(layout.c_str(), O_RDONLY | O_CLOEXEC));
+  Fd fd(::open(layout.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.valid()) {
     auto text = read_small_file(fd.get(), 4096, layout.string());
     if (!text) return text.error();
@@ -443,7 +443,7 @@ fs::path OciStore::blob_path(std::string_view digest) const {
 
 Result<BlobWriter> OciStore::begin_blob() const {
   std::string templ = (root_ / ".tmp" / "blob.XXXXXX").string();
-  UniqueFd fd(::mkostemp(templ.data(), O_CLOEXEC));
+  Fd fd(::mkostemp(templ.data(), O_CLOEXEC));
   if (!fd.valid()) return Error::sys("mkstemp(" + templ + ")", errno);
   return BlobWriter((root_ / "blobs" / "sha256").string(), templ, std::move(fd));
 }
@@ -477,12 +477,12 @@ bool OciStore::has_blob(std::string_view digest) const {
   return ::stat(blob_path(digest).c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-Result<UniqueFd> OciStore::open_blob(std::string_view digest) const {
+Result<Fd> OciStore::open_blob(std::string_view digest) const {
   if (!valid_digest(digest)) {
     return Error::invalid("digest '" + std::string(digest) + "' is not sha256:<64 hex>");
   }
   fs::path p = blob_path(digest);
-  UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  Fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) {
     if (errno == ENOENT)
       return Error{"not_found", "blob " + std::string(digest) + " is not in the store", ENOENT};
@@ -559,7 +559,7 @@ Result<ImageConfig> OciStore::read_config(std::string_view digest) const {
 
 Result<std::vector<BlobRef>> OciStore::read_index() const {
   fs::path p = root_ / "index.json";
-  UniqueFd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  Fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return Error::sys("open(" + p.string() + ")", errno);
   auto text = read_small_file(fd.get(), 64 << 20, p.string());
   if (!text) return text.error();
@@ -589,9 +589,9 @@ Result<void> OciStore::write_index(std::vector<BlobRef> entries) const {
   return write_file_atomically(root_ / ".tmp", root_ / "index.json", canonical_json(o));
 }
 
-Result<UniqueFd> OciStore::lock() const {
+Result<Fd> OciStore::lock() const {
   fs::path p = root_ / ".lock";
-  UniqueFd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  Fd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   if (!fd.valid()) return Error::sys("open(" + p.string() + ")", errno);
   while (::flock(fd.get(), LOCK_EX) != 0) {
     if (errno != EINTR) return Error::sys("flock(" + p.string() + ")", errno);

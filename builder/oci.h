@@ -117,10 +117,10 @@ class BlobWriter {
 
  private:
   friend class OciStore;
-  BlobWriter(std::string blobs_dir, std::string tmp_path, UniqueFd fd);
+  BlobWriter(std::string blobs_dir, std::string tmp_path, Fd fd);
   std::string blobs_dir_;
   std::string tmp_path_;
-  UniqueFd fd_;
+  Fd fd_;
   std::unique_ptr<Sha256> hash_;
   uint64_t size_ = 0;
   bool done_ = false;
@@ -160,7 +160,7 @@ class OciStore {
   bool has_blob(std::string_view digest) const;
   // blobs/sha256/<hex>; the digest must be valid.
   std::filesystem::path blob_path(std::string_view digest) const;
-  Result<UniqueFd> open_blob(std::string_view digest) const;
+  Result<Fd> open_blob(std::string_view digest) const;
   // Reads a small blob whole and checks its digest.
   Result<std::string> read_blob(std::string_view digest, size_t max_bytes = 4 << 20) const;
   // Re-hashes the blob; an error when it is missing or its content does not match.
@@ -184,7 +184,7 @@ class OciStore {
   explicit OciStore(std::filesystem::path root) : root_(std::move(root)) {}
   Result<std::vector<BlobRef>> read_index() const;
   Result<void> write_index(std::vector<BlobRef> entries) const;
-  Result<UniqueFd> lock() const;
+  Result<Fd> lock() const;
 
   std::filesystem::path root_;
 };

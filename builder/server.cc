@@ -76,7 +76,7 @@ class SavedUpload {
     std::string dir = upload_dir + "/" + prefix + "-XXXXXX";
     if (!::mkdtemp(dir.data())) return Error::sys("mkdtemp in " + upload_dir, errno);
     std::unique_ptr<SavedUpload> saved(new SavedUpload(dir, dir + "/" + file_name));
-    UniqueFd fd(::open(saved->file_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    Fd fd(::open(saved->file_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!fd.valid()) return Error::sys("open(" + saved->file_ + ")", errno);
     QF_TRY(write_all(fd.get(), body, saved->file_));
     return saved;

@@ -13,22 +13,10 @@
 #include <cstring>
 #include <vector>
 
+#include "common/fd.h"
+
 namespace qufop::cli {
 namespace {
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 std::string endpoint(const std::string& host, uint16_t port) {
   return host + ":" + std::to_string(port);

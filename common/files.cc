@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 
 namespace qufop {
 
@@ -28,23 +30,21 @@ Result<std::string> read_text_file(const std::string& path) {
   return text;
 }
 
-namespace {
-
-Result<void> write_all(int fd, std::string_view data, const std::string& path) {
+Result<void> write_all(int fd, std::string_view data, std::string_view what) {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Error::sys("write(" + path + ")", errno);
+    if (n < 0) return Error::sys("write(" + std::string(what) + ")", errno);
     data.remove_prefix(static_cast<size_t>(n));
   }
   return ok();
 }
 
-}  // namespace
-
 Result<void> write_file_atomic(const std::string& path, std::string_view content, unsigned mode) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  // Unique per writer, threads of one process included: two writers never share a temp file.
+  static std::atomic<uint64_t> serial{0};
+  std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(++serial);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) return Error::sys("open(" + tmp + ")", errno);
   Result<void> r = write_all(fd, content, tmp);
   // The umask may have narrowed the mode: make it exactly what was asked.
@@ -58,15 +58,22 @@ Result<void> write_file_atomic(const std::string& path, std::string_view content
     ::unlink(tmp.c_str());
     return r;
   }
-  size_t slash = path.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : path.substr(0, std::max<size_t>(slash, 1));
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return Error::sys("open(" + dir + ")", errno);
-  int rc = ::fsync(dfd);
+  return fsync_parent_dir(path);
+}
+
+Result<void> fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Error::sys("open(" + dir + ")", errno);
+  int rc = ::fsync(fd);
   int err = errno;
-  ::close(dfd);
+  ::close(fd);
   if (rc != 0) return Error::sys("fsync(" + dir + ")", err);
   return ok();
+}
+
+Result<void> fsync_parent_dir(const std::string& path) {
+  size_t slash = path.rfind('/');
+  return fsync_dir(slash == std::string::npos ? "." : path.substr(0, std::max<size_t>(slash, 1)));
 }
 
 }  // namespace qufop

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <vector>
 
+#include "common/files.h"
 #include "keeper/store_kv.h"
 #include "keeper/store_lessor.h"
 #include "keeper/store_ops.h"
@@ -120,19 +121,6 @@ Result<void> copy_database(sql::Db& source, const std::string& dest_path) {
   if (rc != SQLITE_DONE) return sql::failure(dest->handle(), rc, "backup to " + dest_path);
   if (finished != SQLITE_OK)
     return sql::failure(dest->handle(), finished, "backup to " + dest_path);
-  return ok();
-}
-
-// A rename is durable only once the directory holding it is synced.
-Result<void> sync_parent_dir(const std::string& path) {
-  auto slash = path.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Error::sys("open(" + dir + ")", errno);
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) return Error::sys("fsync(" + dir + ")", err);
   return ok();
 }
 
@@ -433,7 +421,7 @@ Result<void> StoreImpl::backup(const std::string& path) {
     remove_file(tmp);
     return Error::sys("rename(" + tmp + ", " + path + ")", err);
   }
-  return sync_parent_dir(path);
+  return fsync_parent_dir(path);  // the rename is durable once its directory is
 }
 
 Result<std::unique_ptr<Store>> open_store(StoreOptions options) {

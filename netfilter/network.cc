@@ -12,28 +12,10 @@
 #include <set>
 #include <thread>
 
+#include "common/fd.h"
+
 namespace qufop::netfilter {
 namespace {
-
-// Closes an fd it owns on scope exit.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  void reset(int fd) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_ = -1;
-};
 
 std::string sysctl_path(const std::string& key) { return "/proc/sys/" + key; }
 

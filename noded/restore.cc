@@ -77,20 +77,6 @@ Result<InstanceFile> instance_file_from_text(std::string_view text) {
   return f;
 }
 
-namespace {
-
-Result<void> fsync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Error::sys("open(" + dir + ")", errno);
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) return Error::sys("fsync(" + dir + ")", err);
-  return ok();
-}
-
-}  // namespace
-
 Result<void> write_instance_file(const std::string& dir, const InstanceFile& f) {
   return write_file_atomic(dir + "/" + f.assignment.id + ".json", to_text(f), 0600);
 }

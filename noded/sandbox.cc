@@ -48,6 +48,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "common/fd.h"
 #include "noded/namespaces.h"
 #include "noded/privileges.h"
 
@@ -96,31 +97,6 @@ class CpuStep {
  private:
   cpu_set_t saved_;
   bool moved_ = false;
-};
-
-// An owned file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
 };
 
 // ---- the sync protocol: SOCK_SEQPACKET, one record per message ----

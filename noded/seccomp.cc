@@ -28,8 +28,10 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
-#include <random>
 #include <string_view>
+
+#include "common/fd.h"
+#include "common/files.h"
 
 namespace qufop::noded {
 namespace {
@@ -281,16 +283,6 @@ struct CtxRelease {
 };
 using Ctx = std::unique_ptr<void, CtxRelease>;
 
-struct Fd {
-  explicit Fd(int f) : fd(f) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  int fd;
-};
-
 Error seccomp_error(const std::string& call, int rc) { return Error::sys(call, -rc); }
 
 Result<void> add_rules(scmp_filter_ctx ctx) {
@@ -322,13 +314,14 @@ Result<void> add_rules(scmp_filter_ctx ctx) {
 // libseccomp 2.5 exports only to a file descriptor (seccomp_export_bpf_mem is 2.6): a memfd.
 Result<std::vector<uint8_t>> export_bpf(scmp_filter_ctx ctx) {
   Fd fd(::memfd_create("qufop-seccomp", MFD_CLOEXEC));
-  if (fd.fd < 0) return Error::sys("memfd_create", errno);
-  if (int rc = seccomp_export_bpf(ctx, fd.fd); rc < 0)
+  if (fd.get() < 0) return Error::sys("memfd_create", errno);
+  if (int rc = seccomp_export_bpf(ctx, fd.get()); rc < 0)
     return seccomp_error("seccomp_export_bpf", rc);
-  off_t size = ::lseek(fd.fd, 0, SEEK_END);
+  off_t size = ::lseek(fd.get(), 0, SEEK_END);
   if (size < 0) return Error::sys("lseek(memfd)", errno);
   std::vector<uint8_t> bpf(static_cast<size_t>(size));
-  if (::pread(fd.fd, bpf.data(), bpf.size(), 0) != size) return Error::sys("pread(memfd)", errno);
+  if (::pread(fd.get(), bpf.data(), bpf.size(), 0) != size)
+    return Error::sys("pread(memfd)", errno);
   return bpf;
 }
 
@@ -417,56 +410,14 @@ Result<SeccompProgram> parse_cache(std::string_view data, const std::string& key
   return SeccompProgram{std::vector<uint8_t>(bpf.begin(), bpf.end()), hash};
 }
 
-Result<std::string> read_file(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.fd < 0) return Error::sys("open(" + path + ")", errno);
-  std::string out;
-  char buf[16384];
-  for (;;) {
-    ssize_t n = ::read(fd.fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Error::sys("read(" + path + ")", errno);
-    if (n == 0) return out;
-    out.append(buf, static_cast<size_t>(n));
-  }
-}
-
-// tmp file + fsync + rename + fsync(dir): a reader sees the old file or the whole new one.
-Result<void> write_atomically(const std::string& dir, const std::string& path,
-                              const std::string& bytes) {
+// The cache file, made in `dir` (created when missing); a reader sees the old file or the
+// whole new one.
+Result<void> write_cache(const std::string& dir, const std::string& path,
+                         const std::string& bytes) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Error::sys("mkdir(" + dir + ")", ec.value());
-  std::string tmp =
-      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(std::random_device{}());
-  {
-    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-    if (fd.fd < 0) return Error::sys("open(" + tmp + ")", errno);
-    size_t done = 0;
-    while (done < bytes.size()) {
-      ssize_t n = ::write(fd.fd, bytes.data() + done, bytes.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        int err = errno;
-        ::unlink(tmp.c_str());
-        return Error::sys("write(" + tmp + ")", err);
-      }
-      done += static_cast<size_t>(n);
-    }
-    if (::fsync(fd.fd) != 0) {
-      int err = errno;
-      ::unlink(tmp.c_str());
-      return Error::sys("fsync(" + tmp + ")", err);
-    }
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return Error::sys("rename(" + tmp + ", " + path + ")", err);
-  }
-  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dfd.fd >= 0) ::fsync(dfd.fd);
-  return ok();
+  return write_file_atomic(path, bytes, 0644);
 }
 
 }  // namespace
@@ -477,7 +428,7 @@ Result<SeccompProgram> load_or_build_default_profile(const std::string& cache_di
   std::string key = definition_key();
   std::string hash = sha256_hex(key);
   std::string path = cache_dir + "/seccomp-" + hash + ".bpf";
-  auto data = read_file(path);
+  auto data = read_text_file(path);
   if (data.ok()) {
     auto cached = parse_cache(*data, key, hash);
     if (cached.ok()) return cached;
@@ -488,7 +439,7 @@ Result<SeccompProgram> load_or_build_default_profile(const std::string& cache_di
   auto program = build(key);
   if (!program.ok()) return program.error();
   // A cache that cannot be written costs the next start a rebuild, not this one its start.
-  if (auto w = write_atomically(cache_dir, path, cache_bytes(key, *program)); !w.ok()) {
+  if (auto w = write_cache(cache_dir, path, cache_bytes(key, *program)); !w.ok()) {
     spdlog::warn("seccomp cache: {}", w.error().message);
   }
   return program;
