@@ -6,6 +6,18 @@
 
 namespace qufop::http {
 
+bool append_header_line(std::string& head, std::string_view name, std::string_view value) {
+  if (name.find_first_of("\r\n:") != std::string_view::npos ||
+      value.find_first_of("\r\n") != std::string_view::npos) {
+    return false;
+  }
+  head += name;
+  head += ": ";
+  head += value;
+  head += "\r\n";
+  return true;
+}
+
 std::string_view find_header(const Headers& headers, std::string_view name) {
   for (const auto& [k, v] : headers) {
     if (k.size() == name.size() && strncasecmp(k.data(), name.data(), k.size()) == 0) return v;

@@ -13,6 +13,9 @@ using Headers = std::vector<std::pair<std::string, std::string>>;
 
 // Case-insensitive header lookup; empty when absent.
 std::string_view find_header(const Headers& headers, std::string_view name);
+// Appends "name: value\r\n" to a head being written by hand; false (nothing appended) when the
+// name holds CR, LF or ':' or the value CR or LF, which would split the head.
+bool append_header_line(std::string& head, std::string_view name, std::string_view value);
 
 struct Request {
   std::string method;  // "GET"

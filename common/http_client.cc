@@ -31,7 +31,6 @@ struct Client::Impl {
     ioc.restart();
     ioc.run();
   }
-  bhttp::request<bhttp::string_body> build(const Request& r) const;
   Result<std::string> head(const Request& r) const;
   Result<void> wait(short events, Clock::time_point deadline, std::string_view what);
   Result<void> send_all(const std::string& head, const std::string& body,
@@ -95,21 +94,7 @@ Result<void> Client::Impl::connect() {
   return ok();
 }
 
-bhttp::request<bhttp::string_body> Client::Impl::build(const Request& r) const {
-  bhttp::request<bhttp::string_body> req;
-  req.method_string(r.method.empty() ? "GET" : r.method);
-  req.target(r.target.empty() ? "/" : r.target);
-  req.version(11);
-  req.set(bhttp::field::host, host + ":" + std::to_string(port));
-  req.set(bhttp::field::user_agent, "qufop/" QUFOP_VERSION);
-  for (const auto& [k, v] : r.headers) req.set(k, v);
-  req.body() = r.body;
-  req.keep_alive(true);
-  req.prepare_payload();
-  return req;
-}
-
-// The request's bytes: the head as Beast would write it (Host, User-Agent, the caller's headers,
+// The request's head as Beast would write it (Host, User-Agent, the caller's headers,
 // Content-Length when there is a body or the method takes one). A CR or LF in a header would
 // split the head: refused.
 Result<std::string> Client::Impl::head(const Request& r) const {
@@ -122,14 +107,9 @@ Result<std::string> Client::Impl::head(const Request& r) const {
   out += " HTTP/1.1\r\nHost: " + host + ":" + std::to_string(port) +
          "\r\nUser-Agent: qufop/" QUFOP_VERSION "\r\n";
   for (const auto& [k, v] : r.headers) {
-    if (k.find_first_of("\r\n:") != std::string::npos ||
-        v.find_first_of("\r\n") != std::string::npos) {
+    if (!append_header_line(out, k, v)) {
       return Error::invalid("HTTP header '" + k + "': a name or value with CR, LF or ':'");
     }
-    out += k;
-    out += ": ";
-    out += v;
-    out += "\r\n";
   }
   if (!r.body.empty() || (method != "GET" && method != "HEAD" && method != "DELETE")) {
     out += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
@@ -142,12 +122,13 @@ Result<std::string> Client::Impl::head(const Request& r) const {
 Result<void> Client::Impl::wait(short events, Clock::time_point deadline, std::string_view what) {
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) return fail(what, beast::error::timeout);
+    if (left.count() <= 0) return describe(what, beast::error::timeout);
     pollfd p{stream->socket().native_handle(), events, 0};
     int n = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count() + 1, INT32_MAX)));
     if (n > 0) return ok();
-    if (n < 0 && errno != EINTR)
-      return fail(what, beast::error_code(errno, beast::system_category()));
+    if (n < 0 && errno != EINTR) {
+      return describe(what, beast::error_code(errno, beast::system_category()));
+    }
   }
 }
 
@@ -160,8 +141,10 @@ Result<Response> Client::Impl::exchange(const Request& r) {
   auto wire = head(r);
   if (!wire) return wire.error();
   auto deadline = Clock::now() + options.request_timeout;
-  QF_TRY(send_all(*wire, r.body, deadline, r.method + " " + r.target + " to"));
-  return read_response(r, deadline);
+  auto sent = send_all(*wire, r.body, deadline, r.method + " " + r.target + " to");
+  auto res = sent ? read_response(r, deadline) : Result<Response>(sent.error());
+  if (!res) stream.reset();  // a failed exchange leaves the connection in no known state
+  return res;
 }
 
 Result<void> Client::Impl::send_all(const std::string& head, const std::string& body,
@@ -188,7 +171,7 @@ Result<void> Client::Impl::send_all(const std::string& head, const std::string& 
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
       QF_TRY(wait(POLLOUT, deadline, what));
     } else if (errno != EINTR) {
-      return fail(what, beast::error_code(errno, beast::system_category()));
+      return describe(what, beast::error_code(errno, beast::system_category()));
     }
   }
   return ok();
@@ -211,7 +194,7 @@ Result<Response> Client::Impl::read_response(const Request& r, Clock::time_point
         ec = {};
         break;
       }
-      if (ec) return fail(from, ec);
+      if (ec) return describe(from, ec);
       if (used == 0) break;
     }
     if (parser.is_done()) break;
@@ -219,13 +202,13 @@ Result<Response> Client::Impl::read_response(const Request& r, Clock::time_point
     auto space = buffer.prepare(std::max<size_t>(16384, buffer.capacity() - buffer.size()));
     ssize_t n = ::recv(fd, space.data(), space.size(), 0);
     if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
-    if (n < 0) return fail(from, beast::error_code(errno, beast::system_category()));
+    if (n < 0) return describe(from, beast::error_code(errno, beast::system_category()));
     if (n == 0) {
       // The server closed: the end of a body that runs to EOF, else a cut-off response (or a
       // kept-alive connection the server dropped: send() retries that once).
-      if (!parser.got_some()) return fail(from, net::error::eof);
+      if (!parser.got_some()) return describe(from, net::error::eof);
       parser.put_eof(ec);
-      if (ec || !parser.is_done()) return fail(from, ec ? ec : net::error::eof);
+      if (ec || !parser.is_done()) return describe(from, ec ? ec : net::error::eof);
       break;
     }
     buffer.commit(static_cast<size_t>(n));
@@ -345,14 +328,13 @@ Result<int> Client::Impl::stream_on(const Request& request,
                                     const std::function<bool(int, const Headers&)>& on_head,
                                     const std::function<bool(std::string_view)>& on_data,
                                     std::chrono::milliseconds timeout) {
-  auto req = build(request);
+  auto wire = head(request);
+  if (!wire) return wire.error();
+  QF_TRY(send_all(*wire, request.body, Clock::now() + timeout, "stream to"));
   beast::error_code ec;
-  stream->expires_after(timeout);
-  bhttp::async_write(*stream, req, [&](beast::error_code e, size_t) { ec = e; });
-  run();
-  if (ec) return describe("stream to", ec);
   bhttp::response_parser<bhttp::buffer_body> parser;
   parser.body_limit(boost::none);
+  stream->expires_after(timeout);
   bhttp::async_read_header(*stream, buffer, parser, [&](beast::error_code e, size_t) { ec = e; });
   run();
   if (ec) return describe("stream from", ec);

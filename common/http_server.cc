@@ -235,15 +235,9 @@ std::string serialize(const Response& r, std::string_view server_name, bool keep
   out += r.content_type;
   out += "\r\n";
   for (const auto& [k, v] : r.headers) {
-    if (k.find_first_of("\r\n:") != std::string::npos ||
-        v.find_first_of("\r\n") != std::string::npos) {
+    if (!append_header_line(out, k, v)) {
       spdlog::warn("dropping response header '{}': CR, LF or ':' in its name or value", k);
-      continue;
     }
-    out += k;
-    out += ": ";
-    out += v;
-    out += "\r\n";
   }
   if (!bodyless) out += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
   if (!keep_alive) out += "Connection: close\r\n";
